@@ -1,0 +1,349 @@
+"""Training losses: weighted denoising MSE (eps / x0 / v / score targets), the variational bound in
+bits/dim, the hybrid loss with learned variance, continuous-time denoising score matching.
+
+Every loss is built by :func:`make_loss` and has the signature ``loss_fn(params, batch, key) ->
+(loss, metrics)``; per-example terms ``[B]`` are computed first, then averaged.
+
+Weightings follow Kingma & Gao 2023 ("Understanding diffusion objectives"): each is a weight
+``w_eps(t)`` on the eps-space error ``||eps_hat - eps||^2`` (mean over dims); since every
+parameterization's error is a known multiple of the eps error, the loss is computed in the model's own
+output space with the matching factor. ``"uniform"`` is the exception: plain MSE of the output.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+from jax.scipy.special import log_ndtr
+
+from jaxdiff.forward import bcast, normal_kl, prior_kl, q_posterior_coefs, q_sample
+from jaxdiff.parameterization import check_prediction, from_x0_eps, to_x0_eps
+from jaxdiff.schedules import DiscreteSchedule, Schedule
+
+LN2 = 0.6931471805599453
+WEIGHTINGS = ("uniform", "simple", "snr", "min_snr", "edm", "likelihood", "elbo")
+LOSS_TYPES = ("mse", "vlb", "hybrid")
+VARIANCES = ("fixed_small", "fixed_large", "learned_range")
+T_SAMPLINGS = ("uniform", "edm_lognormal")
+
+
+def mean_flat(x):
+    """Mean over all but the first axis: ``[B, ...] -> [B]``."""
+    return x.reshape(x.shape[0], -1).mean(-1)
+
+
+def sum_flat(x):
+    return x.reshape(x.shape[0], -1).sum(-1)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Discretized Gaussian decoder (DDPM eq. 13) over K levels
+# ---------------------------------------------------------------------------------------------------
+
+
+def _log_ndtr_diff(a, b):
+    """log(Phi(b) - Phi(a)) for a < b, computed in the tail where it is accurate."""
+    flip = a > 0  # Phi(b) - Phi(a) = Phi(-a) - Phi(-b)
+    lo, hi = jnp.where(flip, -b, a), jnp.where(flip, -a, b)
+    lhi, llo = log_ndtr(hi), log_ndtr(lo)
+    return lhi + jnp.log(-jnp.expm1(jnp.minimum(llo - lhi, -1e-30)))
+
+
+def discretized_gaussian_log_likelihood(x, mean, log_scale, num_levels: int):
+    """log P(x) of data on ``num_levels`` evenly spaced values in [-1, 1] under N(mean, e^{2 log_scale})
+    integrated over each value's bin (width 2/(K-1)); the first and last bins extend to -inf / +inf, so
+    the K probabilities sum to 1 (Ho et al. 2020 eq. 13 with K levels instead of 256).
+
+    Returns an elementwise log-probability (nats), same shape as ``x``.
+    """
+    if num_levels < 2:
+        raise ValueError(f"num_levels must be >= 2, got {num_levels}")
+    half = 1.0 / (num_levels - 1)
+    inv_s = jnp.exp(-log_scale)
+    lo = (x - half - mean) * inv_s
+    hi = (x + half - mean) * inv_s
+    log_mid = _log_ndtr_diff(lo, hi)
+    log_left = log_ndtr(hi)  # x at -1: P(X < x + half)
+    log_right = log_ndtr(-lo)  # x at +1: P(X > x - half)
+    return jnp.where(x < -1 + half, log_left, jnp.where(x > 1 - half, log_right, log_mid))
+
+
+# ---------------------------------------------------------------------------------------------------
+# The reverse-process Gaussian p(x_s | x_t) and the VLB terms
+# ---------------------------------------------------------------------------------------------------
+
+
+def p_variance(schedule: Schedule, s, t, var_values=None, variance: str = "fixed_small"):
+    """log of the variance of p(x_s | x_t): ``fixed_small`` = posterior beta_tilde (clipped where it is 0
+    to the next step's value, as improved-diffusion does), ``fixed_large`` = beta = sigma^2_{t|s},
+    ``learned_range`` = exp(frac log beta + (1 - frac) log beta_tilde), frac = (v + 1)/2 (Nichol & Dhariwal
+    2021 eq. 15) from ``var_values`` in [-1, 1]. Returns a log-variance broadcastable to the data."""
+    if variance not in VARIANCES:
+        raise ValueError(f"unknown variance {variance!r}; allowed: {list(VARIANCES)}")
+    _, _, small = q_posterior_coefs(schedule, s, t)
+    _, _, small_next = q_posterior_coefs(schedule, t, jnp.minimum(2 * t - s, 1.0))
+    small = jnp.where(small > 0, small, small_next)
+    large = schedule.transition(s, t)[1]
+    if variance == "fixed_small":
+        return jnp.log(small)
+    if variance == "fixed_large":
+        return jnp.log(large)
+    if var_values is None:
+        raise ValueError("variance='learned_range' needs the model's extra variance channels")
+    frac = (var_values + 1) / 2
+    ref = var_values
+    return frac * bcast(jnp.log(large), ref) + (1 - frac) * bcast(jnp.log(small), ref)
+
+
+def vlb_term(schedule: Schedule, x0, x_t, x0_hat, s, t, *, num_levels: int,
+             log_var=None, decoder=None):
+    """One term of the variational bound (nats per example, summed over dims).
+
+    KL(q(x_s|x_t,x0) || p(x_s|x_t)) with p's mean from ``x0_hat`` (DDPM eq. 5); where ``decoder`` is True
+    (the first step when sigma(s) = 0) it is instead the discretized-Gaussian NLL -log p(x0 | x_t) of
+    DDPM eq. 13, with mean mu(x_t, x0_hat) and the same variance.
+
+    Args:
+      x0, x_t, x0_hat: ``[B, ...]``; s, t: ``[B]``; log_var: log-variance of p (``[B]`` or ``[B, ...]``);
+      decoder: ``[B]`` bool.
+    """
+    c_x0, c_xt, var_q = q_posterior_coefs(schedule, s, t)
+    mean_q = bcast(c_x0, x0) * x0 + bcast(c_xt, x0) * x_t
+    mean_p = bcast(c_x0, x0) * x0_hat + bcast(c_xt, x0) * x_t
+    log_var_p = bcast(log_var, x0) if jnp.ndim(log_var) <= 1 else log_var
+    safe_var_q = jnp.where(var_q > 0, var_q, 1.0)
+    kl = sum_flat(normal_kl(mean_q, bcast(jnp.log(safe_var_q), x0), mean_p, log_var_p))
+    nll = -sum_flat(discretized_gaussian_log_likelihood(
+        x0, mean_p / bcast(schedule.alpha(s), x0), 0.5 * log_var_p - bcast(jnp.log(schedule.alpha(s)), x0),
+        num_levels))
+    return jnp.where(decoder, nll, kl)
+
+
+def vdm_decoder_nll(schedule: Schedule, x0, eps0, num_levels: int):
+    """-log p(x0 | z_0) with z_0 = alpha_0 x0 + sigma_0 eps0 and p = discretized N(z_0/alpha_0,
+    (sigma_0/alpha_0)^2) (Kingma et al. 2021 decoder), for schedules with sigma(0) > 0. ``[B]`` nats."""
+    zero = jnp.zeros((x0.shape[0],), x0.dtype)
+    a0, s0 = schedule.alpha(zero), schedule.sigma(zero)
+    z0 = q_sample(schedule, x0, zero, eps0)
+    mean = z0 / bcast(a0, x0)
+    log_scale = bcast(jnp.log(s0) - jnp.log(a0), x0)
+    return -sum_flat(discretized_gaussian_log_likelihood(x0, mean, log_scale, num_levels))
+
+
+def _per_example_keys(key, batch_size):
+    typed = jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key)
+    if (typed and key.ndim == 0) or (not typed and key.shape == (2,)):
+        return jax.random.split(key, batch_size)
+    if key.shape[0] != batch_size:
+        raise ValueError(f"per-example keys have leading size {key.shape[0]}, batch has {batch_size}")
+    return key
+
+
+# ---------------------------------------------------------------------------------------------------
+# make_loss
+# ---------------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class LossConfig:
+    """Options of :func:`make_loss` (see there)."""
+
+    prediction: str = "eps"
+    weighting: str = "uniform"
+    loss_type: str = "mse"
+    variance: str = "fixed_small"
+    num_levels: int = 256
+    num_steps: int | None = None
+    t_min: float = 1e-5
+    t_sampling: str = "uniform"
+    min_snr_gamma: float = 5.0
+    sigma_data: float = 0.5
+    edm_p_mean: float = -1.2
+    edm_p_std: float = 1.2
+    vlb_weight: float = 1e-3
+
+    def validate(self, schedule: Schedule):
+        check_prediction(self.prediction)
+        for field, value, allowed in (("weighting", self.weighting, WEIGHTINGS),
+                                      ("loss_type", self.loss_type, LOSS_TYPES),
+                                      ("variance", self.variance, VARIANCES),
+                                      ("t_sampling", self.t_sampling, T_SAMPLINGS)):
+            if value not in allowed:
+                raise ValueError(f"unknown {field} {value!r}; allowed: {list(allowed)}")
+        if self.num_levels < 2:
+            raise ValueError(f"num_levels must be >= 2 (256 for uint8 data), got {self.num_levels}")
+        if self.loss_type != "mse" and self.grid_steps(schedule) is None:
+            raise ValueError(f"loss_type={self.loss_type!r} needs a discrete time grid: use a discrete "
+                             "schedule or pass num_steps")
+        if self.variance == "learned_range" and self.loss_type == "mse":
+            raise ValueError("variance='learned_range' is trained by loss_type 'hybrid' or 'vlb'")
+
+    def grid_steps(self, schedule):
+        if self.num_steps is not None:
+            return self.num_steps
+        return schedule.num_steps if isinstance(schedule, DiscreteSchedule) else None
+
+
+def eps_weight(cfg: LossConfig, schedule: Schedule, t):
+    """``w_eps(t)``: the weight on the eps-space squared error for ``cfg.weighting``."""
+    logsnr = schedule.logsnr(t)
+    snr = jnp.exp(logsnr)
+    w = cfg.weighting
+    if w == "simple":  # L_simple (Ho et al. 2020) in any parameterization; = sigma^2-weighted DSM
+        return jnp.ones_like(t)
+    if w == "snr":  # x0-space MSE
+        return 1.0 / snr
+    if w == "min_snr":  # Hang et al. 2023: x0-space weight min(SNR, gamma)
+        return jnp.minimum(snr, cfg.min_snr_gamma) / snr
+    if w == "edm":  # Karras et al. 2022: lambda(sigma) = (sigma^2 + sd^2)/(sigma sd)^2 on x0 error
+        sig2 = 1.0 / snr
+        return (sig2 + cfg.sigma_data**2) / cfg.sigma_data**2
+    if w == "likelihood":  # Song et al. 2021b: g(t)^2 on the score error = g^2/sigma^2 on eps error
+        return schedule.sde(t)[1] / schedule.sigma(t) ** 2
+    if w == "elbo":  # Kingma et al. 2021 eq. 17: -1/2 dlogsnr/dt, t ~ U(0, 1)
+        return -0.5 * schedule.dlogsnr_dt(t)
+    raise ValueError(f"unknown weighting {w!r}")
+
+
+def output_factor(prediction: str, alpha, sigma):
+    """``||d eps||^2 / ||d out||^2`` for a model output of kind ``prediction``."""
+    return {"eps": lambda: jnp.ones_like(alpha),
+            "x0": lambda: (alpha / sigma) ** 2,
+            "v": lambda: (alpha / (alpha**2 + sigma**2)) ** 2,
+            "score": lambda: sigma**2}[prediction]()
+
+
+def sample_times(cfg: LossConfig, schedule: Schedule, keys):
+    """Per-example ``(t, s, step)``: on a grid of T steps, step ~ U{1..T}, t = step/T, s = t - 1/T;
+    else t ~ U(t_min, 1) (or EDM's log-normal sigma mapped through ``t_from_logsnr``)."""
+    T = cfg.grid_steps(schedule)
+    u = jax.vmap(lambda k: jax.random.uniform(jax.random.fold_in(k, 0)))(keys)
+    if cfg.t_sampling == "edm_lognormal":
+        n = jax.vmap(lambda k: jax.random.normal(jax.random.fold_in(k, 0)))(keys)
+        log_sigma = cfg.edm_p_mean + cfg.edm_p_std * n
+        t = jnp.clip(schedule.t_from_logsnr(-2 * log_sigma), 0.0, 1.0)
+        return t, t, jnp.zeros_like(t, jnp.int32)
+    if T is not None:
+        step = jnp.minimum(jnp.floor(u * T).astype(jnp.int32) + 1, T)
+        return step / T, (step - 1) / T, step
+    t = cfg.t_min + (1 - cfg.t_min) * u
+    return t, t, jnp.zeros_like(t, jnp.int32)
+
+
+def make_loss(apply_fn: Callable, schedule: Schedule, **options) -> Callable:
+    """Build ``loss_fn(params, batch, key) -> (loss, metrics)``.
+
+    Args:
+      apply_fn: ``apply_fn(params, x_t, t, cond, key) -> out`` with ``out`` of the data's shape (or twice
+        its channels when ``variance='learned_range'``); ``key`` is for dropout.
+      schedule: any schedule.
+      **options: fields of :class:`LossConfig`:
+        prediction: what the network outputs, ``eps | x0 | v | score``.
+        weighting: ``uniform`` (plain MSE of the output; L_simple for eps), ``simple`` (eps-MSE in any
+          parameterization; sigma^2-weighted DSM), ``snr`` (x0-MSE), ``min_snr`` (Hang et al. 2023),
+          ``edm`` (Karras et al. 2022), ``likelihood`` (g^2, Song et al. 2021b), ``elbo`` (VDM).
+        loss_type: ``mse``; ``vlb`` (Monte-Carlo variational bound, bits/dim); ``hybrid`` (mse +
+          vlb_weight * T * vlb term with stop-gradient on the mean; Nichol & Dhariwal 2021).
+        variance: ``fixed_small | fixed_large | learned_range`` (reverse-process variance for the VLB).
+        num_levels: the data's number of levels K (bits/dim and the decoder use it).
+        num_steps: the VLB's time grid for continuous schedules (discrete ones use their T).
+        t_min: smallest t for continuous-time MSE training.
+        t_sampling: ``uniform`` or ``edm_lognormal`` (ln sigma ~ N(P_mean, P_std^2)).
+    ``batch`` holds ``"x"`` ``[B, ...]`` in [-1, 1] and optionally ``"cond"``; ``key`` is one key or per-
+    example keys ``[B]`` (training passes keys folded from each example's global index).
+    """
+    cfg = LossConfig(**options)
+    cfg.validate(schedule)
+    T = cfg.grid_steps(schedule)
+
+    def loss_fn(params, batch, key):
+        x0 = batch["x"]
+        B, C = x0.shape[0], x0.shape[-1]
+        D = x0[0].size
+        keys = _per_example_keys(key, B)
+        t, s, step = sample_times(cfg, schedule, keys)
+        eps = jax.vmap(lambda k, x: jax.random.normal(jax.random.fold_in(k, 1), x.shape, x.dtype))(keys, x0)
+        alpha, sigma = schedule.alpha(t), schedule.sigma(t)
+        x_t = q_sample(schedule, x0, t, eps)
+        out = apply_fn(params, x_t, t, batch.get("cond"), jax.random.fold_in(keys[0], 2))
+        pred, var_values = out[..., :C], (out[..., C:] if out.shape[-1] > C else None)
+        metrics = {}
+        loss = jnp.zeros((B,), x0.dtype)
+        if cfg.loss_type in ("mse", "hybrid"):
+            target = from_x0_eps(x0, eps, cfg.prediction, alpha, sigma)
+            mse = mean_flat((pred - target) ** 2)
+            if cfg.weighting == "uniform":
+                w = jnp.ones_like(t)
+            else:
+                w = eps_weight(cfg, schedule, t) / output_factor(cfg.prediction, alpha, sigma)
+            loss = loss + w * mse
+            metrics["mse"] = mse
+        if cfg.loss_type in ("vlb", "hybrid"):
+            mean_pred = jax.lax.stop_gradient(pred) if cfg.loss_type == "hybrid" else pred
+            x0_hat, _ = to_x0_eps(mean_pred, cfg.prediction, x_t, alpha, sigma)
+            log_var = p_variance(schedule, s, t, var_values, cfg.variance)
+            decoder = schedule.sigma(s) <= 0
+            term = vlb_term(schedule, x0, x_t, x0_hat, s, t, num_levels=cfg.num_levels,
+                            log_var=log_var, decoder=decoder) / (D * LN2)  # bits/dim
+            if cfg.loss_type == "hybrid":
+                loss = loss + cfg.vlb_weight * T * term
+            else:
+                eps0 = jax.vmap(lambda k, x: jax.random.normal(jax.random.fold_in(k, 3), x.shape,
+                                                               x.dtype))(keys, x0)
+                extra = jnp.where(schedule.sigma(jnp.zeros_like(t)) > 0,
+                                  vdm_decoder_nll(schedule, x0, eps0, cfg.num_levels), 0.0)
+                loss = loss + T * term + (prior_kl(schedule, x0) + extra) / (D * LN2)
+            metrics["vlb_term_bpd"] = term
+        metrics["loss"] = loss
+        metrics["t"] = t
+        return loss.mean(), metrics
+
+    return loss_fn
+
+
+def full_vlb_bpd(model_fn: Callable, schedule: Schedule, x0, key, *, num_steps: int | None = None,
+                 prediction: str = "eps", num_levels: int = 256, variance: str = "fixed_small",
+                 cond: Any = None):
+    """The variational bound of every example in bits/dim, summing all T terms (one noise draw per term).
+
+    ``-ELBO = KL(q(x_1|x0)||p(x_1)) + sum_{i} KL(q(x_{s_i}|x_{t_i},x0) || p(x_{s_i}|x_{t_i})) + decoder``
+    on the grid t_i = i/T (Ho et al. 2020 eq. 5; Kingma et al. 2021 eq. 11 for sigma(0) > 0).
+
+    Args:
+      model_fn: ``model_fn(x, t, cond) -> prediction`` (plus variance channels for ``learned_range``).
+      x0: ``[B, ...]`` data on ``num_levels`` levels in [-1, 1].
+    Returns:
+      dict with ``"total"``, ``"prior"``, ``"diffusion"``, ``"decoder"``, each ``[B]`` bits/dim.
+    """
+    if num_steps is None:
+        if not isinstance(schedule, DiscreteSchedule):
+            raise ValueError("full_vlb_bpd: a continuous schedule needs num_steps")
+        num_steps = schedule.num_steps
+    B, C, D = x0.shape[0], x0.shape[-1], x0[0].size
+    dec_first = schedule.sigma(jnp.zeros(())) <= 0
+
+    def step_term(i):
+        k = jax.random.fold_in(key, i)
+        t = jnp.full((B,), i / num_steps, x0.dtype)
+        s = jnp.full((B,), (i - 1) / num_steps, x0.dtype)
+        eps = jax.random.normal(k, x0.shape, x0.dtype)
+        x_t = q_sample(schedule, x0, t, eps)
+        out = model_fn(x_t, t, cond)
+        pred, var_values = out[..., :C], (out[..., C:] if out.shape[-1] > C else None)
+        x0_hat, _ = to_x0_eps(pred, prediction, x_t, schedule.alpha(t), schedule.sigma(t))
+        log_var = p_variance(schedule, s, t, var_values, variance)
+        term = vlb_term(schedule, x0, x_t, x0_hat, s, t, num_levels=num_levels, log_var=log_var,
+                        decoder=jnp.logical_and(dec_first, i == 1))
+        return term
+
+    terms = jax.lax.map(step_term, jnp.arange(1, num_steps + 1))  # [T, B]
+    eps0 = jax.random.normal(jax.random.fold_in(key, num_steps + 1), x0.shape, x0.dtype)
+    decoder = jnp.where(dec_first, terms[0], vdm_decoder_nll(schedule, x0, eps0, num_levels))
+    diffusion = terms.sum(0) - jnp.where(dec_first, terms[0], 0.0)
+    prior = prior_kl(schedule, x0)
+    to_bpd = 1.0 / (D * LN2)
+    return {"total": (prior + diffusion + decoder) * to_bpd, "prior": prior * to_bpd,
+            "diffusion": diffusion * to_bpd, "decoder": decoder * to_bpd}

@@ -1,0 +1,107 @@
+"""Conversions between the eps, x0, v and score parameterizations, and EDM preconditioning.
+
+With ``x_t = alpha x0 + sigma eps``:
+  eps   = (x_t - alpha x0) / sigma                       x0 = (x_t - sigma eps) / alpha
+  v     = alpha eps - sigma x0  (Salimans & Ho 2022)     score = grad log p(x_t) = -eps / sigma
+For non-VP schedules v keeps that definition and x0 = (alpha x_t - sigma v) / (alpha^2 + sigma^2),
+eps = (sigma x_t + alpha v) / (alpha^2 + sigma^2), so v stays finite where alpha = 0 (zero terminal SNR).
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import jax.numpy as jnp
+
+from jaxdiff.forward import bcast
+from jaxdiff.schedules import Schedule
+
+PREDICTIONS = ("eps", "x0", "v", "score")
+
+
+def check_prediction(prediction: str) -> str:
+    if prediction not in PREDICTIONS:
+        raise ValueError(f"unknown prediction {prediction!r}; allowed: {list(PREDICTIONS)}")
+    return prediction
+
+
+def to_x0_eps(pred, prediction: str, x_t, alpha, sigma):
+    """Convert a model output of kind ``prediction`` to ``(x0_hat, eps_hat)``.
+
+    Args:
+      pred, x_t: ``[B, ...]``; alpha, sigma: ``[B]`` or scalars.
+    """
+    check_prediction(prediction)
+    a, s = bcast(alpha, x_t), bcast(sigma, x_t)
+    if prediction == "eps":
+        eps = pred
+        x0 = (x_t - s * eps) / a
+    elif prediction == "x0":
+        x0 = pred
+        eps = (x_t - a * x0) / s
+    elif prediction == "v":
+        n = a**2 + s**2
+        x0 = (a * x_t - s * pred) / n
+        eps = (s * x_t + a * pred) / n
+    else:  # score
+        eps = -s * pred
+        x0 = (x_t - s * eps) / a
+    return x0, eps
+
+
+def from_x0_eps(x0, eps, prediction: str, alpha, sigma):
+    """The target of kind ``prediction`` given the true ``x0`` and ``eps``."""
+    check_prediction(prediction)
+    a, s = bcast(alpha, x0), bcast(sigma, x0)
+    return {"eps": lambda: eps, "x0": lambda: x0, "v": lambda: a * eps - s * x0,
+            "score": lambda: -eps / s}[prediction]()
+
+
+def convert(pred, src: str, dst: str, x_t, alpha, sigma):
+    """Convert a prediction of kind ``src`` into kind ``dst`` at ``(x_t, alpha, sigma)``."""
+    if src == dst:
+        check_prediction(src)
+        return pred
+    x0, eps = to_x0_eps(pred, src, x_t, alpha, sigma)
+    return from_x0_eps(x0, eps, dst, alpha, sigma)
+
+
+def x0_eps_fn(model_fn: Callable, schedule: Schedule, prediction: str = "eps") -> Callable:
+    """Wrap ``model_fn(x, t, cond)`` (outputting ``prediction``) into ``f(x, t, cond) -> (x0, eps)``.
+
+    Extra output channels (learned variance) are dropped: only the first ``x.shape[-1]`` are used.
+    """
+    check_prediction(prediction)
+
+    def fn(x, t, cond=None):
+        t = jnp.broadcast_to(jnp.asarray(t, x.dtype), (x.shape[0],))
+        out = model_fn(x, t, cond)[..., : x.shape[-1]]
+        return to_x0_eps(out, prediction, x, schedule.alpha(t), schedule.sigma(t))
+
+    return fn
+
+
+def edm_precond(sigma, sigma_data: float = 0.5):
+    """EDM preconditioning (Karras et al. 2022, Table 1): ``(c_skip, c_out, c_in, c_noise)`` for
+    D(x; sigma) = c_skip x + c_out F(c_in x; c_noise)."""
+    s2, sd2 = sigma**2, sigma_data**2
+    c_skip = sd2 / (s2 + sd2)
+    c_out = sigma * sigma_data / jnp.sqrt(s2 + sd2)
+    c_in = 1 / jnp.sqrt(s2 + sd2)
+    c_noise = jnp.log(sigma) / 4
+    return c_skip, c_out, c_in, c_noise
+
+
+def edm_model_fn(net_fn: Callable, schedule: Schedule, sigma_data: float = 0.5) -> Callable:
+    """An x0-prediction ``model_fn(x_t, t, cond)`` from a raw network ``net_fn(x, c_noise, cond)`` with
+    EDM preconditioning on any schedule: x_hat = x_t / alpha_t has noise level sigma = sigma_t / alpha_t."""
+
+    def model_fn(x_t, t, cond=None):
+        alpha, sigma_t = schedule.alpha(t), schedule.sigma(t)
+        sigma = sigma_t / alpha
+        c_skip, c_out, c_in, c_noise = edm_precond(sigma, sigma_data)
+        x_hat = x_t / bcast(alpha, x_t)
+        return bcast(c_skip, x_t) * x_hat + bcast(c_out, x_t) * net_fn(bcast(c_in, x_t) * x_hat,
+                                                                         c_noise, cond)
+
+    return model_fn

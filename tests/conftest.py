@@ -1,0 +1,20 @@
+"""Shared test setup: persistent compilation cache, float64 fixture."""
+
+import os
+
+os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+
+import jax  # noqa: E402
+import pytest  # noqa: E402
+
+_CACHE = os.path.join(os.path.dirname(os.path.dirname(__file__)), ".jax_cache")
+jax.config.update("jax_compilation_cache_dir", _CACHE)
+jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+
+
+@pytest.fixture
+def x64():
+    """Run a test body in float64 (``jax_enable_x64``) and restore the default afterwards."""
+    with jax.enable_x64(True):
+        yield
