@@ -260,7 +260,7 @@ def make_loss(apply_fn: Callable, schedule: Schedule, **options) -> Callable:
     T = cfg.grid_steps(schedule)
 
     def loss_fn(params, batch, key):
-        x0 = batch["x"]
+        x0 = jnp.asarray(batch["x"])
         B, C = x0.shape[0], x0.shape[-1]
         D = x0[0].size
         keys = _per_example_keys(key, B)
@@ -278,7 +278,7 @@ def make_loss(apply_fn: Callable, schedule: Schedule, **options) -> Callable:
             if cfg.weighting == "uniform":
                 w = jnp.ones_like(t)
             else:
-                w = eps_weight(cfg, schedule, t) / output_factor(cfg.prediction, alpha, sigma)
+                w = eps_weight(cfg, schedule, t) * output_factor(cfg.prediction, alpha, sigma)
             loss = loss + w * mse
             metrics["mse"] = mse
         if cfg.loss_type in ("vlb", "hybrid"):

@@ -52,7 +52,8 @@ def to_x0_eps(pred, prediction: str, x_t, alpha, sigma):
 def from_x0_eps(x0, eps, prediction: str, alpha, sigma):
     """The target of kind ``prediction`` given the true ``x0`` and ``eps``."""
     check_prediction(prediction)
-    a, s = bcast(alpha, x0), bcast(sigma, x0)
+    ref = eps if x0 is None else x0
+    a, s = bcast(alpha, ref), bcast(sigma, ref)
     return {"eps": lambda: eps, "x0": lambda: x0, "v": lambda: a * eps - s * x0,
             "score": lambda: -eps / s}[prediction]()
 
