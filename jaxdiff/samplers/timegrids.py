@@ -1,0 +1,107 @@
+"""Time grids for samplers: plain functions returning decreasing arrays ``t_0 = t_max > ... > t_N``.
+
+* ``uniform`` (DDIM "linspace"), ``quadratic`` (DDIM's quadratic spacing), ``trailing`` and ``leading``
+  (Lin et al. 2023, Table 2) -- on a discrete schedule these are integer steps i/T (respacing);
+* ``logsnr``: uniform in lambda = logsnr/2 (DPM-Solver's "logSNR" spacing);
+* ``karras``: sigma_hat = sigma/alpha spaced with rho = 7 (Karras et al. 2022 eq. 5).
+
+When the grid must end where sigma = 0 (a discrete schedule, or the VP SDE, at t_min = 0), the spaced
+points end at the first positive level and a final 0 is appended, as k-diffusion appends sigma = 0.
+"""
+
+from __future__ import annotations
+
+import jax.numpy as jnp
+import numpy as np
+
+from jaxdiff.schedules import DiscreteSchedule, Schedule, VPSchedule
+
+SPACINGS = ("uniform", "quadratic", "trailing", "leading", "logsnr", "karras")
+
+
+def default_t_min(schedule: Schedule) -> float:
+    """0 where the schedule is finite there (discrete: the last step goes to alpha_bar_0 = 1); 1e-3 for the
+    VP / sub-VP SDEs (Song et al. 2021's eps)."""
+    return 1e-3 if isinstance(schedule, VPSchedule) else 0.0
+
+
+def _zero_noise_at_zero(schedule: Schedule) -> bool:
+    return isinstance(schedule, (DiscreteSchedule, VPSchedule))
+
+
+def karras_sigmas(n: int, sigma_min, sigma_max, rho: float = 7.0):
+    """Karras et al. 2022 eq. 5: n sigmas from sigma_max down to sigma_min."""
+    ramp = jnp.linspace(0.0, 1.0, n)
+    a, b = sigma_max ** (1 / rho), sigma_min ** (1 / rho)
+    return (a + ramp * (b - a)) ** rho
+
+
+def discrete_steps(T: int, n: int, spacing: str) -> np.ndarray:
+    """n integer steps in 1..T, decreasing (respacing a T-step model to n steps)."""
+    if spacing == "uniform":
+        steps = np.round(np.linspace(T, 1, n)).astype(int) if n > 1 else np.array([T])
+    elif spacing == "quadratic":
+        steps = np.round(1 + (T - 1) * np.linspace(1, 0, n) ** 2).astype(int)
+    elif spacing == "trailing":
+        steps = np.round(np.arange(T, 0, -T / n)).astype(int)
+    elif spacing == "leading":
+        steps = (np.arange(0, n) * (T // n) + 1)[::-1]
+    else:
+        raise ValueError(spacing)
+    if len(np.unique(steps)) != n:
+        raise ValueError(f"spacing {spacing!r} gives repeated steps for num_steps={n}, T={T}; "
+                         "use spacing='uniform' or fewer steps")
+    return steps
+
+
+def time_grid(schedule: Schedule, num_steps: int, spacing: str = "uniform", t_max: float = 1.0,
+              t_min: float | None = None):
+    """The decreasing grid ``[N + 1]`` of times for ``num_steps`` sampler steps.
+
+    Args:
+      schedule: any schedule (discrete schedules take integer steps for the DDIM spacings).
+      num_steps: N >= 1 (and <= T for a discrete schedule).
+      spacing: one of ``SPACINGS``.
+      t_max, t_min: the ends (``t_min`` defaults to :func:`default_t_min`).
+    """
+    check_steps(schedule, num_steps, spacing)
+    t_min = default_t_min(schedule) if t_min is None else float(t_min)
+    if not 0.0 <= t_min < t_max <= 1.0:
+        raise ValueError(f"need 0 <= t_min < t_max <= 1, got t_min={t_min}, t_max={t_max}")
+    discrete = isinstance(schedule, DiscreteSchedule)
+    if discrete and spacing in ("uniform", "quadratic", "trailing", "leading") and t_max == 1.0 \
+            and t_min == 0.0:
+        steps = discrete_steps(schedule.num_steps, num_steps, spacing)
+        return jnp.asarray(np.append(steps / schedule.num_steps, 0.0), jnp.float32)
+    append_zero = t_min == 0.0 and _zero_noise_at_zero(schedule)
+    n_pts = num_steps if append_zero else num_steps + 1
+    if append_zero:
+        t_min = 1.0 / schedule.num_steps if discrete else 1e-3
+        if num_steps == 1:
+            return jnp.asarray([t_max, 0.0], jnp.float32)
+    if spacing in ("uniform", "trailing", "leading"):
+        ts = jnp.linspace(t_max, t_min, n_pts)
+    elif spacing == "quadratic":
+        ts = t_min + (t_max - t_min) * jnp.linspace(1.0, 0.0, n_pts) ** 2
+    elif spacing == "logsnr":
+        l0, l1 = schedule.logsnr(jnp.asarray(t_max)), schedule.logsnr(jnp.asarray(t_min))
+        ts = schedule.t_from_logsnr(jnp.linspace(l0, l1, n_pts))
+        ts = ts.at[0].set(t_max).at[-1].set(t_min)
+    else:  # karras
+        s_hat = lambda t: jnp.exp(-0.5 * schedule.logsnr(jnp.asarray(t)))
+        sig = karras_sigmas(n_pts, s_hat(t_min), s_hat(t_max))
+        ts = schedule.t_from_logsnr(-2 * jnp.log(sig))
+        ts = ts.at[0].set(t_max).at[-1].set(t_min)
+    if append_zero:
+        ts = jnp.append(ts, 0.0)
+    return ts
+
+
+def check_steps(schedule: Schedule, num_steps, spacing: str):
+    if spacing not in SPACINGS:
+        raise ValueError(f"unknown spacing {spacing!r}; allowed: {list(SPACINGS)}")
+    if not isinstance(num_steps, (int, np.integer)) or num_steps < 1:
+        raise ValueError(f"num_steps must be an integer >= 1, got {num_steps!r}")
+    if isinstance(schedule, DiscreteSchedule) and num_steps > schedule.num_steps:
+        raise ValueError(f"num_steps={num_steps} exceeds the discrete schedule's T={schedule.num_steps}; "
+                         f"allowed: 1..{schedule.num_steps}")

@@ -1,0 +1,259 @@
+"""Samplers against the exact Gaussian-mixture model (float64): convergence order to the probability-flow
+ODE solution, distributional correctness of the stochastic samplers, determinism, compilation counts."""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxdiff import samplers
+from jaxdiff import schedules as S
+from jaxdiff.testing import GaussianMixture, random_mixture
+
+T_MIN = 0.01
+
+
+def make_problem(sched_name="vp", dim=2, n=64, seed=0):
+    gmm = random_mixture(jax.random.key(seed), 3, dim, dtype=jnp.float64)
+    sched = S.get_schedule(sched_name)
+    x_T = samplers.prior_sample(sched, jax.random.key(seed + 1), (n, dim), jnp.float64)
+    return gmm, sched, x_T
+
+
+@functools.lru_cache(maxsize=None)
+def reference(sched_name, dim):
+    with jax.enable_x64(True):
+        gmm, sched, x_T = make_problem(sched_name, dim)
+        ref = samplers.sample_ode(gmm.model_fn(sched), sched, x_T, None, rtol=1e-12, atol=1e-12,
+                                  solver="dopri8", t_min=T_MIN, max_steps=100_000)
+        return np.asarray(ref)
+
+
+def rmse(a, b):
+    return float(jnp.sqrt(jnp.mean((a - b) ** 2)))
+
+
+ORDERS = [  # (sampler, options, steps, expected global order)
+    ("ddim", {}, (20, 40, 80), 1),
+    ("euler", {}, (20, 40, 80), 1),
+    ("heun", {}, (20, 40, 80), 2),
+    ("dpm_solver", {"order": 2}, (10, 20, 40), 2),
+    ("dpm_solver", {"order": 3}, (10, 20, 40), 3),
+    ("dpmpp_2m", {}, (40, 80, 160), 2),
+    # 3M: third order (with the corrected D2 coefficient), whether or not the first step is 2S.
+    ("dpmpp_3m", {}, (40, 80, 160), 3),
+    ("dpmpp_3m", {"high_order_warmup": True}, (40, 80, 160), 3),
+    # UniPC: UniP-p + UniC is order p + 1 (Zhao et al. 2023); UniP-2 alone is DPM-Solver++(2M).
+    ("unipc", {"order": 1}, (80, 160, 320), 2),
+    ("unipc", {"order": 2}, (40, 80, 160), 3),
+    ("unipc", {"order": 2, "corrector": False}, (80, 160, 320), 2),
+    ("dpmpp_2m_sde", {"eta": 0.0}, (80, 160, 320), 2),
+]
+
+
+@pytest.mark.parametrize("name,opts,steps,order", ORDERS, ids=lambda v: str(v))
+def test_convergence_order(name, opts, steps, order, x64):
+    gmm, sched, x_T = make_problem("vp")
+    ref = reference("vp", 2)
+    model = gmm.model_fn(sched)
+    errs = [rmse(samplers.sample(name, model, sched, x_T, jax.random.key(0), num_steps=n, t_min=T_MIN,
+                                 **opts), ref) for n in steps]
+    slope = -np.polyfit(np.log(steps), np.log(errs), 1)[0]
+    assert abs(slope - order) < 0.3, (name, opts, errs, slope)
+
+
+def test_unipc3_at_least_third_order(x64):
+    """UniP-3 + UniC is nominally order 4; the first-order warm-up step caps it at 3 asymptotically
+    (measured local slopes 3.5-3.8 over 80..640 steps)."""
+    gmm, sched, x_T = make_problem("vp")
+    steps = (80, 160, 320)
+    errs = [rmse(samplers.sample_unipc(gmm.model_fn(sched), sched, x_T, None, num_steps=n, order=3,
+                                       t_min=T_MIN), reference("vp", 2)) for n in steps]
+    assert -np.polyfit(np.log(steps), np.log(errs), 1)[0] > 2.9, errs
+
+
+@pytest.mark.parametrize("order", [2, 3])
+def test_multistep_equals_unipc_predictor(order, x64):
+    """Two independent derivations agree: DPM-Solver++(2M)/(3M) = UniP-2/UniP-3 (bh2) without corrector."""
+    gmm, sched, x_T = make_problem("vp")
+    ms = {2: samplers.sample_dpmpp_2m, 3: samplers.sample_dpmpp_3m}[order]
+    a = ms(gmm.model_fn(sched), sched, x_T, None, num_steps=12, t_min=T_MIN)
+    b = samplers.sample_unipc(gmm.model_fn(sched), sched, x_T, None, num_steps=12, order=order,
+                              corrector=False, t_min=T_MIN)
+    np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-11)
+
+
+def test_discrete_schedule_converges(x64):
+    """On the tabulated linear schedule the ODE solvers converge to the same limit (lambda-ODE)."""
+    gmm, sched, x_T = make_problem("linear")
+    model = gmm.model_fn(sched)
+    ref = samplers.sample_ode(model, sched, x_T, None, rtol=1e-12, atol=1e-12, solver="dopri8",
+                              t_min=T_MIN, max_steps=100_000)
+    errs = [rmse(samplers.sample("dpm_solver", model, sched, x_T, None, num_steps=n, t_min=T_MIN), ref)
+            for n in (10, 20, 40)]
+    assert errs[-1] < 1e-4 and errs[0] / errs[-1] > 30
+
+
+@pytest.mark.parametrize("prediction", ["x0", "v", "score"])
+@pytest.mark.parametrize("name", ["ddim", "heun", "dpmpp_2m", "unipc"])
+def test_every_parameterization(name, prediction, x64):
+    gmm, sched, x_T = make_problem("vp")
+    ref = samplers.sample(name, gmm.model_fn(sched, "eps"), sched, x_T, jax.random.key(0), num_steps=8,
+                          t_min=T_MIN)
+    got = samplers.sample(name, gmm.model_fn(sched, prediction), sched, x_T, jax.random.key(0),
+                          num_steps=8, t_min=T_MIN, prediction=prediction)
+    np.testing.assert_allclose(got, ref, rtol=1e-7, atol=1e-7)
+
+
+def test_ddim_eta1_equals_ddpm(x64):
+    gmm, _, _ = make_problem()
+    sched = S.get_schedule("cosine", num_steps=50)
+    x_T = jax.random.normal(jax.random.key(3), (16, 2), jnp.float64)
+    model = gmm.model_fn(sched)
+    a = samplers.sample_ddim(model, sched, x_T, jax.random.key(4), num_steps=50, eta=1.0)
+    b = samplers.sample_ddpm(model, sched, x_T, jax.random.key(4), num_steps=50, variance="fixed_small")
+    np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-9)
+
+
+def _moments_match(gmm: GaussianMixture, x, n_se=5.0):
+    """Assign samples to the nearest component mean (well-separated mixture) and compare weights, means
+    and variances with the truth within ``n_se`` Monte-Carlo standard errors (+ a small bias floor)."""
+    x = np.asarray(x)
+    mu, sd, w = np.asarray(gmm.means), np.asarray(gmm.stds), np.asarray(gmm.weights)
+    lab = np.argmin(((x[:, None] - mu[None]) ** 2).sum(-1), 1)
+    n = len(x)
+    for k in range(len(w)):
+        xk = x[lab == k]
+        w_hat = len(xk) / n
+        assert abs(w_hat - w[k]) < n_se * np.sqrt(w[k] * (1 - w[k]) / n) + 0.01, (k, w_hat, w[k])
+        se_mean = sd[k] / np.sqrt(len(xk))
+        np.testing.assert_array_less(np.abs(xk.mean(0) - mu[k]), n_se * se_mean + 0.01)
+        se_std = sd[k] / np.sqrt(2 * len(xk))
+        np.testing.assert_array_less(np.abs(xk.std(0) - sd[k]), n_se * se_std + 0.01)
+
+
+SEPARATED = GaussianMixture(weights=jnp.array([0.5, 0.3, 0.2]),
+                            means=jnp.array([[-1.5, 0.0], [1.5, 1.0], [0.5, -2.0]]),
+                            stds=jnp.array([[0.3, 0.2], [0.25, 0.35], [0.2, 0.2]]))
+
+
+@pytest.mark.parametrize("name,sched_name,opts", [
+    ("ddpm", "linear", {}),
+    ("dpmpp_2m_sde", "vp", {"num_steps": 100}),
+    ("pc", "vp", {"num_steps": 400, "snr": 0.16}),
+    ("annealed_langevin", "ve", {"num_steps": 50, "n_steps_each": 40, "step_lr": 2e-5}),
+])
+def test_stochastic_samplers_reproduce_mixture(name, sched_name, opts, x64):
+    gmm = jax.tree_util.tree_map(lambda a: a.astype(jnp.float64), SEPARATED)
+    sched = S.get_schedule(sched_name)
+    x_T = samplers.prior_sample(sched, jax.random.key(7), (4000, 2), jnp.float64)
+    run = jax.jit(lambda x, k: samplers.sample(name, gmm.model_fn(sched), sched, x, k, **opts))
+    _moments_match(gmm, run(x_T, jax.random.key(8)))
+
+
+def test_same_key_same_samples_and_jit_agrees():
+    gmm, sched, x_T = make_problem("vp", n=8)
+    gmm = jax.tree_util.tree_map(lambda a: a.astype(jnp.float32), gmm)
+    x_T = x_T.astype(jnp.float32)
+    f = lambda k: samplers.sample_dpmpp_2m_sde(gmm.model_fn(sched), sched, x_T, k, num_steps=10)
+    a, b = f(jax.random.key(1)), jax.jit(f)(jax.random.key(1))
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+    np.testing.assert_array_equal(jax.jit(f)(jax.random.key(1)), b)
+    assert not np.allclose(jax.jit(f)(jax.random.key(2)), b)
+
+
+def test_no_recompile_for_params_key_eta_schedule():
+    """Compile at the call site: one compilation serves new params, keys, eta and schedule values."""
+    traces = []
+
+    @functools.partial(jax.jit, static_argnames="num_steps")
+    def run(gmm, sched, x_T, key, eta, num_steps):
+        traces.append(1)
+        return samplers.sample_ddim(gmm.model_fn(sched), sched, x_T, key, num_steps=num_steps, eta=eta)
+
+    gmm, _, x_T = make_problem("vp", n=4)
+    gmm = jax.tree_util.tree_map(lambda a: a.astype(jnp.float32), gmm)
+    x_T = x_T.astype(jnp.float32)
+    run(gmm, S.VPSchedule(), x_T, jax.random.key(0), 0.0, num_steps=10)
+    gmm2 = jax.tree_util.tree_map(lambda a: a * 1.1, gmm)
+    run(gmm2, S.VPSchedule(beta_max=15.0), x_T, jax.random.key(1), 0.5, num_steps=10)
+    assert len(traces) == 1
+
+
+@pytest.mark.parametrize("name", ["ddim", "heun", "dpm_solver", "dpmpp_3m", "unipc", "pc"])
+def test_trace_size_independent_of_steps(name):
+    """The model is traced a fixed number of times whatever num_steps is (lax.scan, no Python loop)."""
+    calls = []
+    sched = S.get_schedule("vp")
+
+    def model(x, t, cond=None):
+        calls.append(1)
+        return x * 0.1
+
+    x_T = jnp.ones((2, 3))
+    counts = []
+    for n in (3, 300):
+        calls.clear()
+        jax.make_jaxpr(lambda x: samplers.sample(name, model, sched, x, jax.random.key(0), num_steps=n))(x_T)
+        counts.append(len(calls))
+    assert counts[0] == counts[1]
+
+
+def test_pmap_sampling_matches_per_device():
+    n_dev = jax.local_device_count()
+    assert n_dev == 8, "conftest simulates 8 CPU devices"
+    gmm, sched, _ = make_problem("vp")
+    gmm = jax.tree_util.tree_map(lambda a: a.astype(jnp.float32), gmm)
+    x_T = jax.random.normal(jax.random.key(0), (n_dev, 4, 2))
+    keys = jax.random.split(jax.random.key(1), n_dev)
+    f = lambda x, k: samplers.sample_dpmpp_2m_sde(gmm.model_fn(sched), sched, x, k, num_steps=6)
+    out = jax.pmap(f)(x_T, keys)
+    for d in (0, 5):
+        np.testing.assert_allclose(out[d], jax.jit(f)(x_T[d], keys[d]), rtol=1e-5, atol=1e-5)
+
+
+def test_return_trajectory():
+    gmm, sched, x_T = make_problem("vp", n=4)
+    x, traj = samplers.sample_ddim(gmm.model_fn(sched), sched, x_T.astype(jnp.float32), None,
+                                   num_steps=5, return_trajectory=True)
+    assert traj.shape == (5, 4, 2)
+    np.testing.assert_array_equal(traj[-1], x)
+
+
+def test_ode_reports_nfe(x64):
+    gmm, sched, x_T = make_problem("vp")
+    x, nfe = samplers.sample_ode(gmm.model_fn(sched), sched, x_T, None, rtol=1e-5, atol=1e-5,
+                                 t_min=T_MIN, return_nfe=True)
+    assert 10 < int(nfe) < 2000
+    assert rmse(x, reference("vp", 2)) < 1e-3
+
+
+def test_grids():
+    sched = S.get_schedule("linear")
+    np.testing.assert_allclose(samplers.time_grid(sched, 4, "trailing") * 1000, [1000, 750, 500, 250, 0])
+    np.testing.assert_allclose(samplers.time_grid(sched, 4, "leading") * 1000, [751, 501, 251, 1, 0])
+    g = samplers.time_grid(sched, 10, "karras")
+    assert g.shape == (11,) and float(g[-1]) == 0 and bool(jnp.all(jnp.diff(g) < 0))
+    edm = S.get_schedule("edm")
+    np.testing.assert_allclose(edm.sigma(samplers.time_grid(edm, 17, "karras")),
+                               samplers.karras_sigmas(18, 0.002, 80.0), rtol=1e-4)
+
+
+@pytest.mark.parametrize("call,match", [
+    (lambda m, s, x: samplers.sample("nope", m, s, x, None, num_steps=3), "allowed"),
+    (lambda m, s, x: samplers.sample("ddim", m, s, x, None, num_steps=0), "num_steps"),
+    (lambda m, s, x: samplers.sample("ddim", m, S.get_schedule("linear", num_steps=100), x, None,
+                                     num_steps=101), "1..100"),
+    (lambda m, s, x: samplers.sample("ddim", m, s, x[0], None, num_steps=3), "rank"),
+    (lambda m, s, x: samplers.sample("heun", m, s, x, None, num_steps=3, spacing="log"), "spacing"),
+    (lambda m, s, x: samplers.sample("ddim", m, s, x, None, num_steps=3, prediction="e"), "prediction"),
+    (lambda m, s, x: samplers.sample("dpm_solver", m, s, x, None, num_steps=3, order=4), "order"),
+])
+def test_bad_input(call, match):
+    def model(x, t, cond=None):
+        raise AssertionError("must fail before calling the model")
+
+    with pytest.raises(ValueError, match=match):
+        call(model, S.get_schedule("vp"), jnp.ones((2, 3)))
