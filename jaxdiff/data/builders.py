@@ -1,0 +1,63 @@
+"""Offline TFDS builders (array_record files, no TensorFlow): data that ships in a package, prepared on
+first use into the data dir and read back with ``tfds.data_source``.
+
+``digits``: scikit-learn's 8x8 handwritten digits (1797 images, 17 levels 0..16, labels 0-9); configs
+``8`` (as shipped), ``16`` and ``32`` (bilinear upsampling, re-quantized to the 17 levels). The test split
+is every 6th image (300 images), the rest is train (1497).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import tensorflow_datasets as tfds
+
+DIGITS_LEVELS = 17
+
+
+def _resize(images: np.ndarray, size: int) -> np.ndarray:
+    """Bilinear resize of ``[N, 8, 8]`` float images to ``[N, size, size]`` (scipy's order-1 zoom)."""
+    from scipy.ndimage import zoom
+
+    if size == images.shape[1]:
+        return images
+    return np.stack([zoom(im, size / im.shape[0], order=1, mode="nearest", grid_mode=True)
+                     for im in images])
+
+
+class Digits(tfds.core.GeneratorBasedBuilder):
+    """scikit-learn's 8x8 digits as a TFDS dataset of uint8 tensors with 17 levels."""
+
+    VERSION = tfds.core.Version("1.0.0")
+    BUILDER_CONFIGS = [tfds.core.BuilderConfig(name=str(s), description=f"{s}x{s}") for s in (8, 16, 32)]
+
+    @property
+    def size(self) -> int:
+        return int(self.builder_config.name)
+
+    def _info(self):
+        s = self.size
+        return tfds.core.DatasetInfo(
+            builder=self,
+            description="scikit-learn 8x8 handwritten digits (UCI), 17 grey levels 0..16",
+            features=tfds.features.FeaturesDict({
+                "image": tfds.features.Tensor(shape=(s, s, 1), dtype=np.uint8),
+                "label": tfds.features.ClassLabel(num_classes=10)}),
+            supervised_keys=("image", "label"))
+
+    def _split_generators(self, dl_manager):
+        from sklearn.datasets import load_digits
+
+        d = load_digits()
+        images = _resize(d.images.astype(np.float64), self.size)
+        images = np.clip(np.round(images), 0, DIGITS_LEVELS - 1).astype(np.uint8)[..., None]
+        idx = np.arange(len(images))
+        test = idx % 6 == 0
+        return {"train": self._generate_examples(images[~test], d.target[~test], idx[~test]),
+                "test": self._generate_examples(images[test], d.target[test], idx[test])}
+
+    def _generate_examples(self, images, labels, ids):
+        for im, lab, i in zip(images, labels, ids):
+            yield int(i), {"image": im, "label": int(lab)}
+
+
+OFFLINE_BUILDERS = {"digits": Digits}

@@ -1,0 +1,107 @@
+"""Orbax checkpoints in ``workdir/checkpoints``: save every N steps and at the end, keep the last K,
+asynchronous writes, restore the latest complete checkpoint with its metadata (data position, config).
+
+Orbax writes each step into a temporary directory and renames it when complete, so a write cut off by a
+crash or SIGKILL never looks like a checkpoint: it is skipped (with a log line) and the previous one is
+restored. A checkpoint whose array shapes differ from the model is refused with the first mismatched
+parameter named.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any, Optional
+
+import flax.serialization
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+
+log = logging.getLogger("jaxdiff.checkpoint")
+
+
+class CheckpointMismatchError(ValueError):
+    pass
+
+
+def _flat_shapes(tree) -> dict[str, tuple]:
+    flat = jax.tree_util.tree_flatten_with_path(tree)[0]
+    return {jax.tree_util.keystr(p): tuple(np.shape(v)) for p, v in flat}
+
+
+class Checkpointer:
+    """A thin layer over ``ocp.CheckpointManager`` holding a TrainState and a JSON metadata dict."""
+
+    def __init__(self, directory: str, *, save_every: int = 1000, keep: int = 3, async_save: bool = True):
+        self.directory = os.path.abspath(directory)
+        os.makedirs(self.directory, exist_ok=True)
+        self.save_every = save_every
+        options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True,
+                                               enable_async_checkpointing=async_save)
+        self.manager = ocp.CheckpointManager(self.directory, options=options)
+        self._report_incomplete()
+
+    def _report_incomplete(self):
+        tmp = [d for d in os.listdir(self.directory) if "tmp" in d]
+        for d in tmp:
+            log.warning("ignoring incomplete checkpoint %s (a write was cut off); the latest complete "
+                        "checkpoint is restored instead", os.path.join(self.directory, d))
+
+    def latest_step(self) -> Optional[int]:
+        return self.manager.latest_step()
+
+    def all_steps(self) -> list[int]:
+        return list(self.manager.all_steps())
+
+    def save(self, step: int, state: Any, meta: dict, *, force: bool = False) -> bool:
+        if not force and step % self.save_every:
+            return False
+        if step in self.manager.all_steps():
+            return False
+        state_dict = flax.serialization.to_state_dict(jax.device_get(state))
+        return self.manager.save(step, args=ocp.args.Composite(
+            state=ocp.args.StandardSave(state_dict), meta=ocp.args.JsonSave(meta)), force=True)
+
+    def wait(self):
+        self.manager.wait_until_finished()
+
+    def restore(self, target: Any, step: Optional[int] = None) -> tuple[Any, dict, int]:
+        """Restore ``step`` (default: the latest complete one) into the structure of ``target``.
+
+        Returns ``(state, meta, step)``. Raises CheckpointMismatchError naming the first parameter whose
+        shape differs from ``target``, FileNotFoundError when there is no checkpoint."""
+        steps = sorted(self.manager.all_steps(), reverse=True) if step is None else [step]
+        if not steps:
+            raise FileNotFoundError(f"no checkpoint in {self.directory}")
+        errors = []
+        for s in steps:
+            try:
+                restored = self.manager.restore(s, args=ocp.args.Composite(
+                    state=ocp.args.StandardRestore(), meta=ocp.args.JsonRestore()))
+            except Exception as e:  # an unreadable checkpoint: fall back to the previous one
+                log.warning("checkpoint %d in %s is unreadable (%s); trying the previous one", s,
+                            self.directory, e)
+                errors.append(e)
+                continue
+            self._check_shapes(target, restored["state"], s)
+            state = flax.serialization.from_state_dict(target, restored["state"])
+            return state, dict(restored["meta"]), s
+        raise FileNotFoundError(f"no readable checkpoint in {self.directory}: {errors}")
+
+    def _check_shapes(self, target, restored_dict, step):
+        want = _flat_shapes(flax.serialization.to_state_dict(target))
+        have = _flat_shapes(restored_dict)
+        for name, shape in want.items():
+            if name not in have:
+                raise CheckpointMismatchError(
+                    f"checkpoint {step} in {self.directory} has no entry {name} that the model needs "
+                    "(was it written by another model config?)")
+            if have[name] != shape:
+                raise CheckpointMismatchError(
+                    f"checkpoint {step} in {self.directory} does not match the model: parameter {name} "
+                    f"has shape {have[name]} in the checkpoint but {shape} in the model")
+
+    def close(self):
+        self.manager.wait_until_finished()
+        self.manager.close()

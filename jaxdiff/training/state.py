@@ -1,0 +1,57 @@
+"""The training state and optimizer: params, Adam(W) state, EMA params, step, PRNG key, skip count."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+import optax
+
+
+@flax.struct.dataclass
+class TrainState:
+    """Everything an exact resume needs (the data position lives in the checkpoint's metadata).
+
+    ``key`` is a raw uint32 key (``jax.random.PRNGKey``) so that checkpoints store it as plain data.
+    """
+
+    step: jax.Array  # int32 []
+    params: Any
+    ema_params: Any
+    opt_state: Any
+    key: jax.Array  # uint32 [2]
+    skipped: jax.Array  # int32 [], updates skipped for a non-finite loss or gradient
+
+
+def make_optimizer(learning_rate: float = 2e-4, warmup_steps: int = 5000, grad_clip: float = 1.0,
+                   weight_decay: float = 0.0, b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8,
+                   decay_steps: int | None = None) -> optax.GradientTransformation:
+    """AdamW with linear warm-up (DDPM: lr 2e-4, 5000 warm-up steps, clip 1.0), optional cosine decay.
+    The learning rate is injected as a hyperparameter so that it can be logged."""
+    if learning_rate <= 0 or warmup_steps < 0 or grad_clip < 0:
+        raise ValueError("learning_rate must be > 0, warmup_steps and grad_clip >= 0; got "
+                         f"{learning_rate}, {warmup_steps}, {grad_clip}")
+    if decay_steps:
+        sched = optax.warmup_cosine_decay_schedule(0.0, learning_rate, max(warmup_steps, 1), decay_steps)
+    else:
+        sched = optax.linear_schedule(0.0, learning_rate, max(warmup_steps, 1)) if warmup_steps else \
+            optax.constant_schedule(learning_rate)
+    adam = optax.inject_hyperparams(optax.adamw)(learning_rate=sched, b1=b1, b2=b2, eps=eps,
+                                                 weight_decay=weight_decay)
+    return optax.chain(optax.clip_by_global_norm(grad_clip), adam) if grad_clip else adam
+
+
+def create_train_state(params, tx: optax.GradientTransformation, seed: int) -> TrainState:
+    return TrainState(step=jnp.zeros((), jnp.int32), params=params,
+                      ema_params=jax.tree_util.tree_map(jnp.array, params), opt_state=tx.init(params),
+                      key=jax.random.PRNGKey(seed), skipped=jnp.zeros((), jnp.int32))
+
+
+def current_lr(opt_state) -> jax.Array:
+    """The learning rate of the last update, read from the injected hyperparameters."""
+    for s in jax.tree_util.tree_leaves(opt_state, is_leaf=lambda x: hasattr(x, "hyperparams")):
+        if hasattr(s, "hyperparams"):
+            return s.hyperparams["learning_rate"]
+    return jnp.asarray(jnp.nan)
