@@ -1,0 +1,41 @@
+"""Train a diffusion model.
+
+    python -m experiments.train --config experiments/configs/digits_ddpm.py --workdir runs/digits
+
+Resumes from the latest checkpoint in --workdir; refuses a workdir that holds another config's run.
+"""
+
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+from jaxdiff.training.loop import train_and_evaluate
+
+FLAGS = flags.FLAGS
+config_flags.DEFINE_config_file("config", None, "Experiment config file.", lock_config=True)
+flags.DEFINE_string("workdir", None, "Directory for checkpoints, samples and TensorBoard logs.")
+flags.mark_flags_as_required(["config", "workdir"])
+
+
+def quiet_orbax():
+    """Orbax logs every checkpoint step at INFO through absl; keep only its warnings."""
+    import logging as std_logging
+
+    class _Filter(std_logging.Filter):
+        def filter(self, record):
+            return record.levelno >= std_logging.WARNING or "orbax" not in record.pathname
+
+    for h in std_logging.getLogger().handlers + std_logging.getLogger("absl").handlers:
+        h.addFilter(_Filter())
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments {argv[1:]}")
+    logging.set_verbosity(logging.INFO)
+    quiet_orbax()
+    metrics = train_and_evaluate(FLAGS.config, FLAGS.workdir)
+    logging.info("finished: %s", metrics)
+
+
+if __name__ == "__main__":
+    app.run(main)

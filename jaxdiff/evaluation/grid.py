@@ -1,0 +1,50 @@
+"""Sample grids as PNG files (never overwriting an existing file)."""
+
+from __future__ import annotations
+
+import math
+import os
+
+import numpy as np
+
+
+def make_grid(x, ncol: int | None = None, pad: int = 1, scale: int | None = None) -> np.ndarray:
+    """Tile images ``[N, H, W, C]`` in [-1, 1] into one uint8 image ``[H', W', C]`` (C = 1 or 3);
+    small images are enlarged by pixel repetition to at least 32 pixels."""
+    x = np.asarray(x, np.float32)
+    if x.ndim != 4:
+        raise ValueError(f"make_grid expects [N, H, W, C], got shape {x.shape}")
+    n, h, w, c = x.shape
+    ncol = ncol or int(math.ceil(math.sqrt(n)))
+    nrow = int(math.ceil(n / ncol))
+    scale = scale or max(1, 32 // max(h, w))
+    img = ((np.clip(x, -1, 1) + 1) * 127.5).round().astype(np.uint8)
+    img = img.repeat(scale, 1).repeat(scale, 2)
+    h, w = h * scale, w * scale
+    grid = np.full((nrow * (h + pad) + pad, ncol * (w + pad) + pad, c), 255, np.uint8)
+    for i in range(n):
+        r, q = divmod(i, ncol)
+        grid[pad + r * (h + pad): pad + r * (h + pad) + h, pad + q * (w + pad): pad + q * (w + pad) + w] = img[i]
+    return grid
+
+
+def unique_path(path: str) -> str:
+    """``path`` if free, else ``stem.1.ext``, ``stem.2.ext``, ...: saved results are never overwritten."""
+    if not os.path.exists(path):
+        return path
+    stem, ext = os.path.splitext(path)
+    i = 1
+    while os.path.exists(f"{stem}.{i}{ext}"):
+        i += 1
+    return f"{stem}.{i}{ext}"
+
+
+def save_grid(x, path: str, **kwargs) -> str:
+    """Write a PNG grid of ``x`` to ``path`` (or a fresh sibling name if it exists); returns the path."""
+    from PIL import Image
+
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    grid = make_grid(x, **kwargs)
+    path = unique_path(path)
+    Image.fromarray(grid[..., 0] if grid.shape[-1] == 1 else grid).save(path)
+    return path

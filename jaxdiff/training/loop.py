@@ -1,0 +1,280 @@
+"""The training loop behind ``experiments/train.py``: build everything from a config, train with
+jit (one device) or pmap (several), log to TensorBoard, write sample grids, checkpoint and resume.
+
+Everything is importable from a notebook: ``build_model``, ``build_schedule``, ``build_loss``,
+``model_fn_for``, ``make_sample_fn``, ``train_and_evaluate``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from jaxdiff import losses, samplers
+from jaxdiff.data import Pipeline, load_source
+from jaxdiff.evaluation.grid import make_grid, save_grid
+from jaxdiff.models import UNet, UNetConfig
+from jaxdiff.schedules import get_schedule, is_discrete
+from jaxdiff.training.checkpoint import Checkpointer
+from jaxdiff.training.state import create_train_state, make_optimizer
+from jaxdiff.training.step import make_train_step
+
+log = logging.getLogger("jaxdiff.train")
+
+# Fields that may change between a run and its resumption (everything else must match).
+RESUMABLE_FIELDS = ("train.num_steps", "train.log_every", "train.sample_every", "sample", "eval")
+
+
+# ---------------------------------------------------------------------------------------------------
+# Building blocks from a config
+# ---------------------------------------------------------------------------------------------------
+
+
+def unet_config(config) -> UNetConfig:
+    m = config.model.to_dict()
+    m["channel_mult"] = tuple(m["channel_mult"])
+    m["attention_resolutions"] = tuple(m["attention_resolutions"])
+    known = set(UNetConfig.__dataclass_fields__)
+    unknown = sorted(set(m) - known)
+    if unknown:
+        raise ValueError(f"unknown model config fields {unknown}; allowed: {sorted(known)}")
+    if config.diffusion.variance == "learned_range":
+        m["learned_variance"] = True
+    return UNetConfig(**m).validate()
+
+
+def build_model(config) -> tuple[UNet, UNetConfig]:
+    cfg = unet_config(config)
+    return UNet(cfg), cfg
+
+
+def build_schedule(config):
+    d = config.diffusion
+    kwargs = dict(d.get("schedule_kwargs", {}) or {})
+    if d.schedule in ("linear", "scaled_linear", "cosine", "sigmoid"):
+        kwargs["num_steps"] = d.num_steps
+    return get_schedule(d.schedule, **kwargs)
+
+
+def model_fn_for(model: UNet, params, *, train: bool = False, dropout_key=None):
+    """``model_fn(x, t, cond)`` from a U-Net and its params (the DESIGN's model_fn contract)."""
+
+    def model_fn(x, t, cond=None):
+        rngs = {"dropout": dropout_key} if train and dropout_key is not None else {}
+        return model.apply({"params": params}, x, t, cond, train=train, rngs=rngs)
+
+    return model_fn
+
+
+def cond_of(batch, use_labels: bool):
+    return batch.get("label") if use_labels else None
+
+
+def build_loss(config, model: UNet, schedule):
+    d = config.diffusion
+
+    def apply_fn(params, x_t, t, cond, key):
+        return model_fn_for(model, params, train=True, dropout_key=key)(x_t, t, cond)
+
+    return losses.make_loss(apply_fn, schedule, prediction=d.prediction, weighting=d.weighting,
+                            loss_type=d.loss_type, variance=d.variance,
+                            num_levels=config.data.num_levels,
+                            num_steps=None if is_discrete(schedule) else d.get("vlb_steps", None))
+
+
+def build_pipeline(config, split: str = "train", batch_size: int | None = None) -> Pipeline:
+    src = load_source(config.data.name, split, config.data.data_dir or None,
+                      config=config.data.get("config", None))
+    return Pipeline(src, batch_size or config.optim.batch_size, config.data.num_levels, config.seed,
+                    random_flip=config.data.random_flip, process_index=jax.process_index(),
+                    process_count=jax.process_count())
+
+
+def make_sample_fn(config, model: UNet, schedule, *, sampler: str, num_steps: int, num_samples: int,
+                   **options):
+    """A jitted ``fn(params, key, labels=None) -> samples [N, H, W, C]`` in [-1, 1] (unclipped)."""
+    ucfg = model.config
+    shape = (num_samples,) + (ucfg.image_size,) * ucfg.dims + (ucfg.in_channels,)
+    if config.diffusion.variance == "learned_range" and sampler == "ddpm":
+        options.setdefault("variance", "learned_range")
+    sample_fn = samplers.get_sampler(sampler)
+    if num_steps is None or num_steps < 1:
+        raise ValueError(f"num_steps must be >= 1, got {num_steps}")
+
+    @jax.jit
+    def run(params, key, labels=None):
+        k1, k2 = jax.random.split(key)
+        x_T = samplers.prior_sample(schedule, k1, shape)
+        mf = model_fn_for(model, params)
+        return sample_fn(mf, schedule, x_T, k2, num_steps=num_steps,
+                         prediction=config.diffusion.prediction, cond=labels, **options)
+
+    return run
+
+
+# ---------------------------------------------------------------------------------------------------
+# Workdir bookkeeping
+# ---------------------------------------------------------------------------------------------------
+
+
+def _flatten(d, prefix=""):
+    out = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(_flatten(v, key + "."))
+        else:
+            out[key] = v
+    return out
+
+
+def check_workdir(config, workdir: str):
+    """Refuse to continue a workdir that holds a run of a different config (never overwrite silently)."""
+    os.makedirs(workdir, exist_ok=True)
+    path = os.path.join(workdir, "config.json")
+    new = json.loads(config.to_json_best_effort())
+    if os.path.exists(path):
+        with open(path) as f:
+            old = json.load(f)
+        a, b = _flatten(old), _flatten(new)
+        diff = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k)
+                      and not any(k == r or k.startswith(r + ".") for r in RESUMABLE_FIELDS))
+        if diff:
+            raise ValueError(f"workdir {workdir} holds a run with a different config (fields {diff}); "
+                             "use a new --workdir, or the same config to resume it")
+    if jax.process_index() == 0:
+        with open(path, "w") as f:
+            json.dump(new, f, indent=2)
+
+
+def load_config(workdir: str) -> ml_collections.ConfigDict:
+    path = os.path.join(workdir, "config.json")
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"{workdir} has no config.json: is it a jaxdiff training workdir?")
+    with open(path) as f:
+        return ml_collections.ConfigDict(json.load(f))
+
+
+# ---------------------------------------------------------------------------------------------------
+# The loop
+# ---------------------------------------------------------------------------------------------------
+
+
+def _replicate(tree, n):
+    return jax.tree_util.tree_map(lambda a: jnp.broadcast_to(a, (n,) + a.shape), tree)
+
+
+def _unreplicate(tree):
+    return jax.tree_util.tree_map(lambda a: a[0], tree)
+
+
+def init_state(config, model: UNet, tx):
+    ucfg = model.config
+    x = jnp.zeros((1,) + (ucfg.image_size,) * ucfg.dims + (ucfg.in_channels,))
+    variables = model.init(jax.random.PRNGKey(config.seed), x, jnp.zeros((1,)))
+    return create_train_state(variables["params"], tx, config.seed)
+
+
+def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
+    """Train per ``config`` in ``workdir`` (resuming from its latest checkpoint); returns final metrics."""
+    from tqdm import tqdm
+
+    from jaxdiff.training import writers
+
+    model, ucfg = build_model(config)
+    schedule = build_schedule(config)
+    loss_fn = build_loss(config, model, schedule)
+    k = int(config.train.steps_per_jit)
+    if k < 1 or config.train.checkpoint_every % k or config.train.num_steps % k:
+        raise ValueError(f"train.steps_per_jit={k} must divide train.checkpoint_every="
+                         f"{config.train.checkpoint_every} and train.num_steps={config.train.num_steps}")
+    n_dev = jax.local_device_count()
+    if config.optim.batch_size % (n_dev * jax.process_count()):
+        raise ValueError(f"optim.batch_size={config.optim.batch_size} is not divisible by the "
+                         f"{n_dev * jax.process_count()} devices")
+    pipeline = build_pipeline(config)
+    ucfg.check_input(pipeline.batch(0)["x"].shape)
+    check_workdir(config, workdir)
+
+    tx = make_optimizer(config.optim.learning_rate, config.optim.warmup_steps, config.optim.grad_clip,
+                        config.optim.weight_decay, decay_steps=config.optim.decay_steps or None)
+    state = init_state(config, model, tx)
+    ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), save_every=config.train.checkpoint_every,
+                        keep=config.train.keep_checkpoints)
+    start = 0
+    if ckpt.latest_step() is not None:
+        state, meta, start = ckpt.restore(state)
+        log.info("resumed from step %d (data position %s)", start, meta.get("data"))
+
+    use_labels = bool(config.data.use_labels)
+
+    def loss_with_cond(params, batch, keys):
+        return loss_fn(params, {"x": batch["x"], "cond": cond_of(batch, use_labels)}, keys)
+
+    pmapped = n_dev > 1
+    step_fn = make_train_step(loss_with_cond, tx, ema_decay=config.optim.ema_decay,
+                              axis_name="batch" if pmapped else None, steps_per_jit=k)
+    if pmapped:
+        p_step = jax.pmap(step_fn, axis_name="batch", donate_argnums=(0,))
+        state = _replicate(state, n_dev)
+    else:
+        p_step = jax.jit(step_fn, donate_argnums=(0,))
+
+    def get_batch(step):
+        bs = [pipeline.batch(step + j) for j in range(k)]
+        b = {key: np.stack([x[key] for x in bs]) if k > 1 else bs[0][key] for key in bs[0]}
+        if pmapped:  # [k?, B, ...] -> [dev, k?, B/dev, ...]
+            ax = 1 if k > 1 else 0
+            b = {key: np.moveaxis(v.reshape(v.shape[:ax] + (n_dev, -1) + v.shape[ax + 1:]), ax, 0)
+                 for key, v in b.items()}
+        return b
+
+    writer = writers.create_default_writer(workdir, just_logging=jax.process_index() > 0)
+    grid_fn = make_sample_fn(config, model, schedule, sampler=config.sample.sampler,
+                             num_steps=config.sample.num_steps, num_samples=config.train.num_grid_samples)
+    host_state = lambda: _unreplicate(state) if pmapped else state
+
+    def write_samples(step):
+        s = host_state()
+        x = np.asarray(grid_fn(s.ema_params, jax.random.fold_in(jax.random.PRNGKey(config.seed + 7), step)))
+        if jax.process_index() == 0:
+            path = save_grid(x, os.path.join(workdir, "samples", f"grid_{step:07d}.png"))
+            writer.write_images(step, {"samples": make_grid(x)[None]})
+            log.info("wrote %s", path)
+
+    metrics = {}
+    t0, last_log = time.time(), start
+    bar = tqdm(total=config.train.num_steps, initial=start, desc="train", unit="step",
+               disable=jax.process_index() > 0, mininterval=2.0)
+    step = start
+    while step < config.train.num_steps:
+        state, m = p_step(state, get_batch(step))
+        step += k
+        bar.update(k)
+        if step % config.train.log_every < k or step == config.train.num_steps:
+            m = jax.device_get(_unreplicate(m) if pmapped else m)
+            metrics = {key: float(v) for key, v in m.items()}
+            rate = (step - last_log) / max(time.time() - t0, 1e-9)
+            metrics["steps_per_sec"] = rate
+            writer.write_scalars(step, metrics)
+            bar.set_postfix(loss=f"{metrics['loss']:.4f}", sps=f"{rate:.1f}")
+            t0, last_log = time.time(), step
+        final = step == config.train.num_steps
+        if step % config.train.checkpoint_every == 0 or final:
+            meta = {"step": step, "data": pipeline.position(step), "seed": config.seed}
+            ckpt.save(step, host_state(), meta, force=final)
+        if step % config.train.sample_every < k or step == config.train.num_steps:
+            write_samples(step)
+    bar.close()
+    ckpt.close()
+    writer.close()
+    metrics["step"] = step
+    return metrics
