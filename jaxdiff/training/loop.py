@@ -278,3 +278,40 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
     writer.close()
     metrics["step"] = step
     return metrics
+
+
+# ---------------------------------------------------------------------------------------------------
+# Restoring a trained model (sample.py / evaluate.py)
+# ---------------------------------------------------------------------------------------------------
+
+
+def restore_trained(workdir: str, step: int | None = None):
+    """``(config, model, schedule, ema_params, step)`` from a training workdir's latest checkpoint.
+
+    Raises FileNotFoundError with the workdir named when it has no config or no checkpoint."""
+    config = load_config(workdir)
+    model, _ = build_model(config)
+    schedule = build_schedule(config)
+    ckpt_dir = os.path.join(workdir, "checkpoints")
+    if not os.path.isdir(ckpt_dir) or not os.listdir(ckpt_dir):
+        raise FileNotFoundError(f"no checkpoint in {ckpt_dir}: train first with experiments.train "
+                                f"--workdir {workdir}")
+    tx = make_optimizer(config.optim.learning_rate, config.optim.warmup_steps, config.optim.grad_clip,
+                        config.optim.weight_decay, decay_steps=config.optim.decay_steps or None)
+    ckpt = Checkpointer(ckpt_dir, async_save=False)
+    state, _, step = ckpt.restore(init_state(config, model, tx), step)
+    ckpt.close()
+    return config, model, schedule, state.ema_params, step
+
+
+def generate(config, model, schedule, params, *, sampler: str, num_steps: int, num_samples: int,
+             batch_size: int, seed: int, labels=None, **options) -> np.ndarray:
+    """``num_samples`` samples in [-1, 1] (numpy), in batches of one compiled sampler."""
+    batch_size = min(batch_size, num_samples)
+    fn = make_sample_fn(config, model, schedule, sampler=sampler, num_steps=num_steps,
+                        num_samples=batch_size, **options)
+    out = []
+    for i in range(0, num_samples, batch_size):
+        lab = None if labels is None else jnp.asarray(np.resize(labels[i:i + batch_size], batch_size))
+        out.append(np.asarray(fn(params, jax.random.fold_in(jax.random.PRNGKey(seed), i), lab)))
+    return np.concatenate(out)[:num_samples]
