@@ -24,8 +24,8 @@ def sample_quality(samples, train_x, train_y, test_x, test_y, *, num_levels: int
     p_te, f_te = clf.predict(params, to_float(test_x, num_levels))
     _, f_tr = clf.predict(params, to_float(train_x, num_levels))
     n = len(test_x)
-    fd, fd_lo, fd_hi = bootstrap_fd(f_s[:n], f_te, bootstrap, seed)
-    floor, fl_lo, fl_hi = bootstrap_fd(f_tr[:n], f_te, bootstrap, seed + 1)
+    fd, fd_lo, fd_hi = bootstrap_fd(f_s, f_te, bootstrap, seed, n=n)
+    floor, fl_lo, fl_hi = bootstrap_fd(f_tr, f_te, bootstrap, seed + 1, n=n)
     conf = p_s.max(-1)
     counts = np.bincount(p_s.argmax(-1), minlength=p_s.shape[-1])
     return {
