@@ -24,10 +24,14 @@ flags.DEFINE_string("samples", None, ".npz of samples from experiments.sample (d
 flags.DEFINE_string("sampler", None, "Sampler when generating (default: the config's).")
 flags.DEFINE_integer("num_steps", None, "Sampler steps when generating (default: the config's).")
 flags.DEFINE_bool("vlb", True, "Also compute the test bits/dim (all T steps of the VLB).")
+flags.DEFINE_float("clip_x0", None, "Clip the implied x0 to [-c, c] at every step (0: off; default: "
+                   "the config's sample.clip_x0).")
+flags.DEFINE_string("options", "{}", 'Extra sampler options as JSON, e.g. \'{"sigma_max": 80}\'.')
 flags.mark_flags_as_required(["workdir"])
 
 
-def evaluate(workdir, samples_path=None, sampler=None, num_steps=None, vlb=True) -> dict:
+def evaluate(workdir, samples_path=None, sampler=None, num_steps=None, vlb=True, clip_x0=None,
+             options=None) -> dict:
     config, model, schedule, params, step = restore_trained(workdir)
     sampler = sampler or config.sample.sampler
     num_steps = num_steps or config.sample.num_steps
@@ -36,14 +40,16 @@ def evaluate(workdir, samples_path=None, sampler=None, num_steps=None, vlb=True)
             x, sampler, num_steps = f["samples"], str(f["sampler"]), int(f["num_steps"])
     else:
         x = generate(config, model, schedule, params, sampler=sampler, num_steps=num_steps,
-                     num_samples=config.eval.num_samples, batch_size=config.sample.batch_size, seed=1)
+                     num_samples=config.eval.num_samples, batch_size=config.sample.batch_size, seed=1,
+                     clip_x0=clip_x0, **(options or {}))
     train, test = build_pipeline(config, "train", 1), build_pipeline(config, "test", 1)
     data_dir = os.path.dirname(os.path.dirname(train.source.dataset_info.data_dir))
     m = sample_quality(x, train.all_images(), train.all_labels(), test.all_images(), test.all_labels(),
                        num_levels=config.data.num_levels, cache_dir=data_dir,
                        cache_name=f"{config.data.name}_{config.data.config}",
                        bootstrap=config.eval.bootstrap)
-    m.update(step=step, sampler=sampler, num_steps=num_steps)
+    m.update(step=step, sampler=sampler, num_steps=num_steps, options=options or {},
+             clip_x0=clip_x0 if clip_x0 is not None else config.sample.get("clip_x0", None))
     if vlb:
         xt = (test.all_images()[: config.eval.vlb_examples].astype(np.float32)
               / (config.data.num_levels - 1) * 2 - 1)
@@ -63,7 +69,8 @@ def evaluate(workdir, samples_path=None, sampler=None, num_steps=None, vlb=True)
 
 def main(argv):
     del argv
-    m = evaluate(FLAGS.workdir, FLAGS.samples, FLAGS.sampler, FLAGS.num_steps, FLAGS.vlb)
+    m = evaluate(FLAGS.workdir, FLAGS.samples, FLAGS.sampler, FLAGS.num_steps, FLAGS.vlb, FLAGS.clip_x0,
+                 json.loads(FLAGS.options))
     print(json.dumps(m, indent=2))
 
 

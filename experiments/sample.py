@@ -6,6 +6,7 @@ Writes ``samples/<sampler>_<steps>.png`` (a grid) and ``.npz`` (all samples in [
 never overwriting earlier files.
 """
 
+import json
 import os
 
 import numpy as np
@@ -21,6 +22,9 @@ flags.DEFINE_integer("num_steps", None, "Sampler steps (default: the config's)."
 flags.DEFINE_integer("num_samples", None, "How many samples (default: the config's).")
 flags.DEFINE_integer("seed", 0, "Sampling seed.")
 flags.DEFINE_string("out", None, "Output path stem (default: workdir/samples/<sampler>_<steps>).")
+flags.DEFINE_float("clip_x0", None, "Clip the implied x0 to [-c, c] at every step (0: off; default: "
+                   "the config's sample.clip_x0).")
+flags.DEFINE_string("options", "{}", 'Extra sampler options as JSON, e.g. \'{"sigma_max": 80}\'.')
 flags.mark_flags_as_required(["workdir"])
 
 
@@ -31,7 +35,8 @@ def main(argv):
     num_steps = FLAGS.num_steps or config.sample.num_steps
     n = FLAGS.num_samples or config.sample.num_samples
     x = generate(config, model, schedule, params, sampler=sampler, num_steps=num_steps, num_samples=n,
-                 batch_size=config.sample.batch_size, seed=FLAGS.seed)
+                 batch_size=config.sample.batch_size, seed=FLAGS.seed, clip_x0=FLAGS.clip_x0,
+                 **json.loads(FLAGS.options))
     stem = FLAGS.out or os.path.join(FLAGS.workdir, "samples", f"{sampler}_{num_steps}")
     png = save_grid(x[:100], stem + ".png")
     npz = unique_path(stem + ".npz")

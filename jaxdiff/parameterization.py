@@ -82,6 +82,28 @@ def x0_eps_fn(model_fn: Callable, schedule: Schedule, prediction: str = "eps") -
     return fn
 
 
+def clip_x0_model_fn(model_fn: Callable, schedule: Schedule, prediction: str = "eps",
+                     clip: float = 1.0) -> Callable:
+    """A model_fn of the same ``prediction`` whose implied x0 is clipped to [-clip, clip] ("clip_denoised",
+    Ho et al. 2020): data live in [-1, 1], and near t = 1, where alpha_t -> 0, an eps-model's x0 =
+    (x - sigma eps)/alpha amplifies any eps error by 1/alpha. Works with every sampler; extra (variance)
+    channels pass through."""
+    check_prediction(prediction)
+
+    def fn(x, t, cond=None):
+        out = model_fn(x, t, cond)
+        C = x.shape[-1]
+        t = jnp.broadcast_to(jnp.asarray(t, x.dtype), (x.shape[0],))
+        a, s = schedule.alpha(t), schedule.sigma(t)
+        x0, _ = to_x0_eps(out[..., :C], prediction, x, a, s)
+        x0 = jnp.clip(x0, -clip, clip)
+        eps = (x - bcast(a, x) * x0) / bcast(s, x)
+        new = from_x0_eps(x0, eps, prediction, a, s)
+        return jnp.concatenate([new, out[..., C:]], -1) if out.shape[-1] > C else new
+
+    return fn
+
+
 def edm_precond(sigma, sigma_data: float = 0.5):
     """EDM preconditioning (Karras et al. 2022, Table 1): ``(c_skip, c_out, c_in, c_noise)`` for
     D(x; sigma) = c_skip x + c_out F(c_in x; c_noise)."""

@@ -115,3 +115,18 @@ def test_edm_precond_table1():
 def test_unknown_prediction():
     with pytest.raises(ValueError, match="allowed"):
         P.check_prediction("epsilon")
+
+
+@pytest.mark.parametrize("prediction", P.PREDICTIONS)
+def test_clip_x0_model_fn(prediction, x64):
+    sched = S.get_schedule("cosine")
+    x0 = jnp.array([[0.5, -2.0, 3.0]])
+    eps = jnp.array([[0.3, -0.1, 0.2]])
+    t = jnp.array([0.7])
+    a, s = sched.alpha(t), sched.sigma(t)
+    x_t = F.q_sample(sched, x0, t, eps)
+    model = lambda x, tt, c=None: P.from_x0_eps(x0, eps, prediction, a, s)
+    out = P.clip_x0_model_fn(model, sched, prediction, 1.0)(x_t, t)
+    x0_c, eps_c = P.to_x0_eps(out, prediction, x_t, a, s)
+    np.testing.assert_allclose(x0_c, [[0.5, -1.0, 1.0]], atol=1e-9)  # clipped, in-range value kept
+    np.testing.assert_allclose(a * x0_c + s * eps_c, x_t, atol=1e-9)  # still consistent with x_t

@@ -69,6 +69,7 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
     c.sample.num_steps = 20
     c.sample.num_samples = 1000
     c.sample.batch_size = 500
+    c.sample.clip_x0 = 1.0  # clip the implied x0 to the data range at every step (0: off)
 
     c.eval = ml_collections.ConfigDict()
     c.eval.num_samples = 1000

@@ -24,11 +24,11 @@ def check_inputs(x_T, cond=None):
             raise ValueError(f"cond has batch size {leaf.shape[0]}, x_T has {x_T.shape[0]}")
 
 
-def setup(model_fn, schedule, x_T, num_steps, prediction, spacing, t_max, t_min, cond):
+def setup(model_fn, schedule, x_T, num_steps, prediction, spacing, t_max, t_min, cond, sigma_max=None):
     """Validate and return ``(denoise(x, t) -> (x0, eps), grid [N + 1])``."""
     check_prediction(prediction)
     check_inputs(x_T, cond)
-    ts = time_grid(schedule, num_steps, spacing, t_max, t_min)
+    ts = time_grid(schedule, num_steps, spacing, t_max, t_min, sigma_max)
     f = x0_eps_fn(model_fn, schedule, prediction)
     return (lambda x, t: f(x, t, cond)), ts.astype(x_T.dtype)
 

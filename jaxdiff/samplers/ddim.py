@@ -28,7 +28,7 @@ def ddim_step(schedule, x, x0, eps, t, s, eta, noise):
 
 def sample_ddim(model_fn, schedule, x_T, key, *, num_steps: int, prediction: str = "eps", eta=0.0,
                 spacing: str = "uniform", t_max: float = 1.0, t_min=None, cond=None,
-                clip_x0: float | None = None, return_trajectory: bool = False):
+                return_trajectory: bool = False):
     """DDIM (Song et al. 2021a): ``num_steps`` steps of :func:`ddim_step` on a respaced grid.
 
     Args:
@@ -38,7 +38,7 @@ def sample_ddim(model_fn, schedule, x_T, key, *, num_steps: int, prediction: str
       key: PRNG key (used when eta > 0; None means no noise, i.e. eta is ignored).
       eta: 0 deterministic ... 1 ancestral (a traced value; changing it does not recompile).
       spacing: ``uniform | quadratic | trailing | leading | logsnr | karras``.
-      clip_x0: clip x0_hat to [-clip_x0, clip_x0] (Ho et al. 2020 clip the image to [-1, 1]).
+    Clip x0 (Ho et al. 2020) with :func:`jaxdiff.parameterization.clip_x0_model_fn` (any sampler).
     """
     den, ts = setup(model_fn, schedule, x_T, num_steps, prediction, spacing, t_max, t_min, cond)
     eta = jnp.asarray(eta, x_T.dtype)
@@ -46,9 +46,6 @@ def sample_ddim(model_fn, schedule, x_T, key, *, num_steps: int, prediction: str
     def step(carry, t, s, i):
         (x,) = carry
         x0, eps = den(x, t)
-        if clip_x0 is not None:
-            x0 = jnp.clip(x0, -clip_x0, clip_x0)
-            eps = (x - schedule.alpha(t) * x0) / schedule.sigma(t)
         noise = (jnp.zeros_like(x) if key is None  # deterministic DDIM needs no key
                  else jax.random.normal(step_key(key, i), x.shape, x.dtype))
         return (ddim_step(schedule, x, x0, eps, t, s, eta, noise),)
@@ -59,7 +56,7 @@ def sample_ddim(model_fn, schedule, x_T, key, *, num_steps: int, prediction: str
 
 def sample_ddpm(model_fn, schedule, x_T, key, *, num_steps: int | None = None, prediction: str = "eps",
                 variance: str = "fixed_small", spacing: str = "uniform", t_max: float = 1.0, t_min=None,
-                cond=None, clip_x0: float | None = None, return_trajectory: bool = False):
+                cond=None, return_trajectory: bool = False):
     """DDPM ancestral sampling (Ho et al. 2020, Algorithm 2) on any schedule and grid:
     x_s = mu(x_t, x0_hat) + sqrt(var) z with mu the posterior mean (eq. 7) and var fixed small
     (beta_tilde), fixed large (beta) or learned (Nichol & Dhariwal 2021: ``model_fn`` then outputs 2C
@@ -82,8 +79,6 @@ def sample_ddpm(model_fn, schedule, x_T, key, *, num_steps: int | None = None, p
         out = model_fn(x, tb, cond)
         var_values = out[..., C:] if out.shape[-1] > C else None
         x0, _ = to_x0_eps(out[..., :C], prediction, x, schedule.alpha(t), schedule.sigma(t))
-        if clip_x0 is not None:
-            x0 = jnp.clip(x0, -clip_x0, clip_x0)
         c_x0, c_xt, _ = q_posterior_coefs(schedule, s, t)
         mean = c_x0 * x0 + c_xt * x
         log_var = p_variance(schedule, jnp.full_like(tb, s), tb, var_values, variance)

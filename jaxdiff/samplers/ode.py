@@ -27,8 +27,9 @@ def _ratio(schedule, num, den):
 
 
 def _edm_sampler(model_fn, schedule, x_T, key, *, num_steps, prediction, second_order, spacing,
-                 t_max, t_min, cond, S_churn, S_min, S_max, S_noise, return_trajectory):
-    den, ts = setup(model_fn, schedule, x_T, num_steps, prediction, spacing, t_max, t_min, cond)
+                 t_max, t_min, cond, S_churn, S_min, S_max, S_noise, return_trajectory, sigma_max=None):
+    den, ts = setup(model_fn, schedule, x_T, num_steps, prediction, spacing, t_max, t_min, cond,
+                    sigma_max=sigma_max)
     sig_hat = lambda t: schedule.sigma(t) / schedule.alpha(t)
     D = lambda xh, t: den(bcast(schedule.alpha(t), xh) * xh, t)[0]  # denoiser on x_hat
 
@@ -59,27 +60,29 @@ def _edm_sampler(model_fn, schedule, x_T, key, *, num_steps, prediction, second_
 
 
 def sample_euler(model_fn, schedule, x_T, key, *, num_steps: int, prediction: str = "eps",
-                 spacing: str = "karras", t_max: float = 1.0, t_min=None, cond=None,
+                 spacing: str = "karras", t_max: float = 1.0, t_min=None, cond=None, sigma_max=None,
                  S_churn: float = 0.0, S_min: float = 0.0, S_max: float = float("inf"),
                  S_noise: float = 1.0, return_trajectory: bool = False):
     """Euler on the PF-ODE in (x_hat, sigma_hat) (Karras et al. 2022 Algorithm 2 without the correction),
-    Karras sigmas by default, optional stochastic churn (S_churn, S_min, S_max, S_noise). NFE = num_steps."""
+    Karras sigmas by default (``sigma_max`` caps the top level, e.g. EDM's 80), optional stochastic churn
+    (S_churn, S_min, S_max, S_noise). NFE = num_steps."""
     return _edm_sampler(model_fn, schedule, x_T, key, num_steps=num_steps, prediction=prediction,
                         second_order=False, spacing=spacing, t_max=t_max, t_min=t_min, cond=cond,
                         S_churn=S_churn, S_min=S_min, S_max=S_max, S_noise=S_noise,
-                        return_trajectory=return_trajectory)
+                        return_trajectory=return_trajectory, sigma_max=sigma_max)
 
 
 def sample_heun(model_fn, schedule, x_T, key, *, num_steps: int, prediction: str = "eps",
-                spacing: str = "karras", t_max: float = 1.0, t_min=None, cond=None,
+                 spacing: str = "karras", t_max: float = 1.0, t_min=None, cond=None, sigma_max=None,
                 S_churn: float = 0.0, S_min: float = 0.0, S_max: float = float("inf"),
                 S_noise: float = 1.0, return_trajectory: bool = False):
     """EDM's Heun sampler (Karras et al. 2022 Algorithm 2): Euler step + trapezoidal correction; NFE =
-    2 num_steps - 1 when the grid ends at sigma = 0 (EDM: 18 steps = 35 NFE), else 2 num_steps."""
+    2 num_steps - 1 when the grid ends at sigma = 0 (EDM: 18 steps = 35 NFE), else 2 num_steps.
+    ``sigma_max`` caps the top Karras level (EDM: 80)."""
     return _edm_sampler(model_fn, schedule, x_T, key, num_steps=num_steps, prediction=prediction,
                         second_order=True, spacing=spacing, t_max=t_max, t_min=t_min, cond=cond,
                         S_churn=S_churn, S_min=S_min, S_max=S_max, S_noise=S_noise,
-                        return_trajectory=return_trajectory)
+                        return_trajectory=return_trajectory, sigma_max=sigma_max)
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -55,7 +55,7 @@ def discrete_steps(T: int, n: int, spacing: str) -> np.ndarray:
 
 
 def time_grid(schedule: Schedule, num_steps: int, spacing: str = "uniform", t_max: float = 1.0,
-              t_min: float | None = None):
+              t_min: float | None = None, sigma_max: float | None = None):
     """The decreasing grid ``[N + 1]`` of times for ``num_steps`` sampler steps.
 
     Args:
@@ -63,6 +63,9 @@ def time_grid(schedule: Schedule, num_steps: int, spacing: str = "uniform", t_ma
       num_steps: N >= 1 (and <= T for a discrete schedule).
       spacing: one of ``SPACINGS``.
       t_max, t_min: the ends (``t_min`` defaults to :func:`default_t_min`).
+      sigma_max: for ``karras``, start at min(sigma_hat(t_max), sigma_max) instead (EDM uses 80; a DDPM
+        cosine table reaches sigma_hat = 2e4 at t = 1, where rho-spaced steps would be wasted). The first
+        step then begins below t_max: x_T ~ prior stands in for x at that level.
     """
     check_steps(schedule, num_steps, spacing)
     t_min = default_t_min(schedule) if t_min is None else float(t_min)
@@ -89,9 +92,12 @@ def time_grid(schedule: Schedule, num_steps: int, spacing: str = "uniform", t_ma
         ts = ts.at[0].set(t_max).at[-1].set(t_min)
     else:  # karras
         s_hat = lambda t: jnp.exp(-0.5 * schedule.logsnr(jnp.asarray(t)))
-        sig = karras_sigmas(n_pts, s_hat(t_min), s_hat(t_max))
+        s_top = s_hat(t_max) if sigma_max is None else jnp.minimum(s_hat(t_max), sigma_max)
+        sig = karras_sigmas(n_pts, s_hat(t_min), s_top)
         ts = schedule.t_from_logsnr(-2 * jnp.log(sig))
-        ts = ts.at[0].set(t_max).at[-1].set(t_min)
+        ts = ts.at[-1].set(t_min)
+        if sigma_max is None:
+            ts = ts.at[0].set(t_max)
     if append_zero:
         ts = jnp.append(ts, 0.0)
     return ts

@@ -92,7 +92,8 @@ class Checkpointer:
     def _check_shapes(self, target, restored_dict, step):
         want = _flat_shapes(flax.serialization.to_state_dict(target))
         have = _flat_shapes(restored_dict)
-        for name, shape in want.items():
+        # Report the model's own params before their EMA / optimizer copies.
+        for name, shape in sorted(want.items(), key=lambda kv: not kv[0].startswith("['params']")):
             if name not in have:
                 raise CheckpointMismatchError(
                     f"checkpoint {step} in {self.directory} has no entry {name} that the model needs "

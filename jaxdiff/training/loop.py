@@ -22,6 +22,7 @@ from jaxdiff import losses, samplers
 from jaxdiff.data import Pipeline, load_source
 from jaxdiff.evaluation.grid import make_grid, save_grid
 from jaxdiff.models import UNet, UNetConfig
+from jaxdiff.parameterization import clip_x0_model_fn
 from jaxdiff.schedules import get_schedule, is_discrete
 from jaxdiff.training.checkpoint import Checkpointer
 from jaxdiff.training.state import create_train_state, make_optimizer
@@ -99,8 +100,9 @@ def build_pipeline(config, split: str = "train", batch_size: int | None = None) 
 
 
 def make_sample_fn(config, model: UNet, schedule, *, sampler: str, num_steps: int, num_samples: int,
-                   **options):
-    """A jitted ``fn(params, key, labels=None) -> samples [N, H, W, C]`` in [-1, 1] (unclipped)."""
+                   clip_x0: float | None = None, **options):
+    """A jitted ``fn(params, key, labels=None) -> samples [N, H, W, C]``; the implied x0 is clipped to
+    [-clip_x0, clip_x0] at every step when ``clip_x0`` (default ``config.sample.clip_x0``) is set."""
     ucfg = model.config
     shape = (num_samples,) + (ucfg.image_size,) * ucfg.dims + (ucfg.in_channels,)
     if config.diffusion.variance == "learned_range" and sampler == "ddpm":
@@ -109,11 +111,15 @@ def make_sample_fn(config, model: UNet, schedule, *, sampler: str, num_steps: in
     if num_steps is None or num_steps < 1:
         raise ValueError(f"num_steps must be >= 1, got {num_steps}")
 
+    clip = config.sample.get("clip_x0", None) if clip_x0 is None else clip_x0
+
     @jax.jit
     def run(params, key, labels=None):
         k1, k2 = jax.random.split(key)
         x_T = samplers.prior_sample(schedule, k1, shape)
         mf = model_fn_for(model, params)
+        if clip:
+            mf = clip_x0_model_fn(mf, schedule, config.diffusion.prediction, clip)
         return sample_fn(mf, schedule, x_T, k2, num_steps=num_steps,
                          prediction=config.diffusion.prediction, cond=labels, **options)
 
@@ -305,11 +311,12 @@ def restore_trained(workdir: str, step: int | None = None):
 
 
 def generate(config, model, schedule, params, *, sampler: str, num_steps: int, num_samples: int,
-             batch_size: int, seed: int, labels=None, **options) -> np.ndarray:
+             batch_size: int, seed: int, labels=None, clip_x0: float | None = None,
+             **options) -> np.ndarray:
     """``num_samples`` samples in [-1, 1] (numpy), in batches of one compiled sampler."""
     batch_size = min(batch_size, num_samples)
     fn = make_sample_fn(config, model, schedule, sampler=sampler, num_steps=num_steps,
-                        num_samples=batch_size, **options)
+                        num_samples=batch_size, clip_x0=clip_x0, **options)
     out = []
     for i in range(0, num_samples, batch_size):
         lab = None if labels is None else jnp.asarray(np.resize(labels[i:i + batch_size], batch_size))

@@ -60,7 +60,7 @@ def make_train_step(loss_fn: Callable, tx: optax.GradientTransformation, *, ema_
         (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params, batch, keys)
         if axis_name is not None:
             loss, grads = jax.lax.pmean((loss, grads), axis_name)
-        grad_norm = optax.global_norm(grads)
+        grad_norm = optax.tree.norm(grads)
         finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
         # A non-finite loss or gradient must never reach the params or the optimizer state.
         safe_grads = jax.tree_util.tree_map(lambda g: jnp.where(finite, g, 0.0), grads)
