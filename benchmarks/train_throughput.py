@@ -85,7 +85,8 @@ def bench_torch(batch, steps, threads):
         t0 = time.perf_counter()
         step()
         times.append(time.perf_counter() - t0)
-    return n_params, first, batch / float(np.median(times)), f"torch {torch.__version__}, diffusers {diffusers.__version__}"
+    versions = f"torch {torch.__version__}, diffusers {diffusers.__version__}"
+    return n_params, first, batch / float(np.median(times)), versions
 
 
 def main():

@@ -121,7 +121,8 @@ def test_checkpoint_shape_mismatch_names_parameter(setup, tmp_path):
     ck.wait()
     other = UNet(UNetConfig(**{**CFG.__dict__, "base_channels": 16}))
     p2 = other.init(jax.random.key(0), jnp.zeros((1, 8, 8, 1)), jnp.zeros((1,)))["params"]
-    with pytest.raises(CheckpointMismatchError, match=r"parameter \['params'\]\[.*\] has shape \(.*\) in the checkpoint but"):
+    pattern = r"parameter \['params'\]\[.*\] has shape \(.*\) in the checkpoint but"
+    with pytest.raises(CheckpointMismatchError, match=pattern):
         ck.restore(create_train_state(p2, tx, 0))
     ck.close()
 
