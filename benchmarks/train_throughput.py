@@ -94,12 +94,17 @@ def main():
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--steps", type=int, default=5)
     p.add_argument("--bf16", action="store_true", help="also time bfloat16 compute (accelerators)")
+    p.add_argument("--xla_flags", default="", help="XLA_FLAGS for the jax run, e.g. "
+                   "--xla_cpu_experimental_onednn_custom_call=true (oneDNN convolutions on CPU)")
     a = p.parse_args()
+    if a.xla_flags:  # before jax is imported (bench_jax imports it)
+        os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " " + a.xla_flags).strip()
     threads = os.cpu_count()
     print(f"| implementation | params | first step / compile (s) | images/s (median of {a.steps}) | versions |")
     print("|---|---|---|---|---|")
     n, c, ips, v = bench_jax(a.batch, a.steps)
-    print(f"| jaxdiff float32 | {n:,} | {c:.1f} | {ips:.2f} | jax {v} |", flush=True)
+    tag = f" ({a.xla_flags})" if a.xla_flags else ""
+    print(f"| jaxdiff float32{tag} | {n:,} | {c:.1f} | {ips:.2f} | jax {v} |", flush=True)
     if a.bf16:
         n, c, ips2, v = bench_jax(a.batch, a.steps, "bfloat16")
         print(f"| jaxdiff bfloat16 | {n:,} | {c:.1f} | {ips2:.2f} | jax {v} |", flush=True)
