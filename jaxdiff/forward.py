@@ -6,7 +6,6 @@ appendix A, valid for any schedule (variance preserving or not) and any s < t.
 
 from __future__ import annotations
 
-import chex
 import jax.numpy as jnp
 
 from jaxdiff.schedules import Schedule
@@ -16,6 +15,17 @@ def bcast(v, x):
     """Broadcast a per-example value ``[B]`` (or scalar) against ``x`` of shape ``[B, ...]``."""
     v = jnp.asarray(v)
     return v.reshape(v.shape + (1,) * (x.ndim - v.ndim))
+
+
+def check_shapes(x0, other, t=None, names=("x0", "eps")):
+    """ValueError (not an assert) when two arrays differ in shape or t is neither scalar nor [B]."""
+    if x0.shape != other.shape:
+        raise ValueError(f"{names[0]} has shape {x0.shape} but {names[1]} has shape {other.shape}; "
+                         "they must be equal")
+    if t is None:
+        return
+    if jnp.ndim(t) > 1 or (jnp.ndim(t) == 1 and jnp.shape(t)[0] != x0.shape[0]):
+        raise ValueError(f"t must be a scalar or have shape [batch] = ({x0.shape[0]},), got {jnp.shape(t)}")
 
 
 def q_sample(schedule: Schedule, x0, t, eps):
@@ -29,7 +39,7 @@ def q_sample(schedule: Schedule, x0, t, eps):
     Returns:
       ``x_t = alpha_t * x0 + sigma_t * eps``.
     """
-    chex.assert_equal_shape([x0, eps])
+    check_shapes(x0, eps, t)
     alpha, sigma = schedule.alpha(t), schedule.sigma(t)
     return bcast(alpha, x0) * x0 + bcast(sigma, x0) * eps
 
@@ -61,7 +71,7 @@ def q_posterior(schedule: Schedule, x0, x_t, s, t):
     Returns:
       ``(mean [B, ...], var [B] or scalar)``.
     """
-    chex.assert_equal_shape([x0, x_t])
+    check_shapes(x0, x_t, None, ("x0", "x_t"))
     c_x0, c_xt, var = q_posterior_coefs(schedule, s, t)
     return bcast(c_x0, x0) * x0 + bcast(c_xt, x_t) * x_t, var
 

@@ -130,3 +130,13 @@ def test_clip_x0_model_fn(prediction, x64):
     x0_c, eps_c = P.to_x0_eps(out, prediction, x_t, a, s)
     np.testing.assert_allclose(x0_c, [[0.5, -1.0, 1.0]], atol=1e-9)  # clipped, in-range value kept
     np.testing.assert_allclose(a * x0_c + s * eps_c, x_t, atol=1e-9)  # still consistent with x_t
+
+
+def test_shape_errors():
+    s = S.get_schedule("linear")
+    with pytest.raises(ValueError, match="eps has shape"):
+        F.q_sample(s, jnp.ones((2, 3)), jnp.ones(2) * 0.5, jnp.ones((2, 4)))
+    with pytest.raises(ValueError, match=r"t must be a scalar or have shape \[batch\]"):
+        F.q_sample(s, jnp.ones((2, 3)), jnp.ones(3) * 0.5, jnp.ones((2, 3)))
+    with pytest.raises(ValueError, match="x_t has shape"):
+        F.q_posterior(s, jnp.ones((2, 3)), jnp.ones((3, 3)), 0.1, 0.2)

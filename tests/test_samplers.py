@@ -257,3 +257,16 @@ def test_bad_input(call, match):
 
     with pytest.raises(ValueError, match=match):
         call(model, S.get_schedule("vp"), jnp.ones((2, 3)))
+
+
+def test_ddpm_learned_variance_channels(x64):
+    """Variance channels v = -1 give beta_tilde (fixed small), v = +1 give beta (fixed large)."""
+    gmm, _, _ = make_problem()
+    sched = S.get_schedule("cosine", num_steps=20)
+    x_T = jax.random.normal(jax.random.key(3), (8, 2), jnp.float64)
+    base = gmm.model_fn(sched)
+    for v, variance in [(-1.0, "fixed_small"), (1.0, "fixed_large")]:
+        learned = lambda x, t, c=None, v=v: jnp.concatenate([base(x, t), jnp.full_like(x, v)], -1)
+        a = samplers.sample_ddpm(learned, sched, x_T, jax.random.key(4), variance="learned_range")
+        b = samplers.sample_ddpm(base, sched, x_T, jax.random.key(4), variance=variance)
+        np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-9)

@@ -1,0 +1,102 @@
+"""Guidance against the analytic class-conditional Gaussian mixture (class k = component k)."""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxdiff import guidance, samplers
+from jaxdiff import schedules as S
+from jaxdiff.testing import GaussianMixture, random_mixture
+
+K = 3
+
+
+def conditional_model(gmm: GaussianMixture, sched):
+    """eps of component y for labels y < K, of the whole mixture for the null label K."""
+    comps = [GaussianMixture(jnp.ones(1), gmm.means[k:k + 1], gmm.stds[k:k + 1]).model_fn(sched)
+             for k in range(K)]
+    full = gmm.model_fn(sched)
+
+    def fn(x, t, y):
+        outs = jnp.stack([c(x, t) for c in comps] + [full(x, t)])  # [K + 1, B, d]
+        return jnp.take_along_axis(outs, y[None, :, None], 0)[0]
+
+    return fn
+
+
+def exact_classifier(gmm, sched):
+    def fn(x, t):
+        r, *_ = gmm.responsibilities(x, sched.alpha(t), sched.sigma(t))
+        return jnp.log(r)
+
+    return fn
+
+
+@pytest.fixture
+def problem(x64):
+    gmm = random_mixture(jax.random.key(0), K, 2, dtype=jnp.float64)
+    sched = S.get_schedule("vp")
+    x = jax.random.normal(jax.random.key(1), (6, 2), jnp.float64)
+    t = jnp.linspace(0.05, 0.95, 6)
+    y = jnp.array([0, 1, 2, 0, 1, 2])
+    return gmm, sched, x, t, y
+
+
+def test_cfg_endpoints(problem):
+    gmm, sched, x, t, y = problem
+    m = conditional_model(gmm, sched)
+    null = jnp.array(K)
+    np.testing.assert_allclose(guidance.cfg(m, 1.0, null_cond=null)(x, t, y), m(x, t, y), rtol=1e-12)
+    np.testing.assert_allclose(guidance.cfg(m, 0.0, null_cond=null)(x, t, y), m(x, t, jnp.full(6, K)),
+                               rtol=1e-12)
+    g = guidance.cfg(m, 3.0, null_cond=null)(x, t, y)
+    np.testing.assert_allclose(g, m(x, t, jnp.full(6, K)) + 3 * (m(x, t, y) - m(x, t, jnp.full(6, K))),
+                               rtol=1e-10)
+
+
+@pytest.mark.parametrize("scale", [0.5, 1.0, 4.0])
+def test_classifier_guidance_equals_cfg_with_exact_classifier(problem, scale):
+    """Bayes: grad log p(y|x_t) = score_y - score, so classifier guidance of the unconditional model with
+    the exact classifier is CFG of the exact conditional model at the same scale."""
+    gmm, sched, x, t, y = problem
+    m = conditional_model(gmm, sched)
+    uncond = lambda x, t, c=None: m(x, t, jnp.full(x.shape[0], K))
+    cg = guidance.classifier_guidance(uncond, exact_classifier(gmm, sched), sched, scale)(x, t, y)
+    cf = guidance.cfg(m, scale, null_cond=jnp.array(K))(x, t, y)
+    np.testing.assert_allclose(cg, cf, rtol=1e-8, atol=1e-10)
+
+
+def test_guidance_interval_and_rescale(problem):
+    gmm, sched, x, t, y = problem
+    m = conditional_model(gmm, sched)
+    g = guidance.cfg(m, 3.0, null_cond=jnp.array(K), interval=(0.5, 1.0))(x, t, y)
+    np.testing.assert_allclose(g[:3], m(x, t, y)[:3], rtol=1e-12)  # t < 0.5: plain conditional
+    r0 = guidance.cfg(m, 3.0, null_cond=jnp.array(K), rescale=0.0, schedule=sched)(x, t, y)
+    r1 = guidance.cfg(m, 3.0, null_cond=jnp.array(K), rescale=1e-12, schedule=sched)(x, t, y)
+    np.testing.assert_allclose(r1, r0, rtol=1e-8)
+    with pytest.raises(ValueError, match="schedule"):
+        guidance.cfg(m, 3.0, rescale=0.7)
+
+
+def test_guided_sampling_no_recompile_and_targets_class(problem):
+    gmm, sched, _, _, _ = problem
+    m = conditional_model(gmm, sched)
+    traces = []
+
+    @functools.partial(jax.jit, static_argnames="n")
+    def run(scale, key, y, n=20):
+        traces.append(1)
+        x_T = samplers.prior_sample(sched, key, (y.shape[0], 2), jnp.float64)
+        return samplers.sample_dpmpp_2m(guidance.cfg(m, scale, null_cond=jnp.array(K)), sched, x_T, None,
+                                        num_steps=n, cond=y)
+
+    y = jnp.full((2000,), 1)
+    x1 = run(1.0, jax.random.key(2), y)
+    run(2.5, jax.random.key(3), y)
+    assert len(traces) == 1
+    # scale 1 samples the exact conditional: component 1's mean and std.
+    np.testing.assert_allclose(x1.mean(0), gmm.means[1], atol=5 * float(gmm.stds[1].max()) / np.sqrt(2000))
+    np.testing.assert_allclose(x1.std(0), gmm.stds[1], rtol=0.1)
