@@ -25,6 +25,8 @@ flags.DEFINE_string("out", None, "Output path stem (default: workdir/samples/<sa
 flags.DEFINE_float("clip_x0", None, "Clip the implied x0 to [-c, c] at every step (0: off; default: "
                    "the config's sample.clip_x0).")
 flags.DEFINE_string("options", "{}", 'Extra sampler options as JSON, e.g. \'{"sigma_max": 80}\'.')
+flags.DEFINE_integer("label", None, "Class label for a class-conditional model (-1: labels 0..9 in turn).")
+flags.DEFINE_float("guidance_scale", 1.0, "Classifier-free guidance scale (1: plain conditional).")
 flags.mark_flags_as_required(["workdir"])
 
 
@@ -34,7 +36,16 @@ def main(argv):
     sampler = FLAGS.sampler or config.sample.sampler
     num_steps = FLAGS.num_steps or config.sample.num_steps
     n = FLAGS.num_samples or config.sample.num_samples
+    labels = None
+    if FLAGS.label is not None:
+        if not config.model.get("num_classes"):
+            raise ValueError(f"--label needs a class-conditional model; {FLAGS.workdir} has num_classes=None")
+        k = config.model.num_classes
+        if not -1 <= FLAGS.label < k:
+            raise ValueError(f"--label={FLAGS.label}; allowed: 0..{k - 1}, or -1 for all classes in turn")
+        labels = np.arange(n) % k if FLAGS.label == -1 else np.full(n, FLAGS.label)
     x = generate(config, model, schedule, params, sampler=sampler, num_steps=num_steps, num_samples=n,
+                 labels=labels, guidance_scale=FLAGS.guidance_scale,
                  batch_size=config.sample.batch_size, seed=FLAGS.seed, clip_x0=FLAGS.clip_x0,
                  **json.loads(FLAGS.options))
     stem = FLAGS.out or os.path.join(FLAGS.workdir, "samples", f"{sampler}_{num_steps}")

@@ -164,6 +164,8 @@ class LossConfig:
     edm_p_mean: float = -1.2
     edm_p_std: float = 1.2
     vlb_weight: float = 1e-3
+    p_uncond: float = 0.0
+    null_cond: Any = None
 
     def validate(self, schedule: Schedule):
         check_prediction(self.prediction)
@@ -178,6 +180,8 @@ class LossConfig:
         if self.loss_type != "mse" and self.grid_steps(schedule) is None:
             raise ValueError(f"loss_type={self.loss_type!r} needs a discrete time grid: use a discrete "
                              "schedule or pass num_steps")
+        if not 0.0 <= self.p_uncond < 1.0:
+            raise ValueError(f"p_uncond must lie in [0, 1), got {self.p_uncond}")
         if self.variance == "learned_range" and self.loss_type == "mse":
             raise ValueError("variance='learned_range' is trained by loss_type 'hybrid' or 'vlb'")
 
@@ -185,6 +189,23 @@ class LossConfig:
         if self.num_steps is not None:
             return self.num_steps
         return schedule.num_steps if isinstance(schedule, DiscreteSchedule) else None
+
+
+def drop_condition(cond, keys, p: float, null_cond=None):
+    """Replace each example's condition by ``null_cond`` (zeros if None) with probability ``p`` (condition
+    dropout for classifier-free guidance, Ho & Salimans 2022); per-example keys ``[B]``."""
+    if cond is None or p <= 0:
+        return cond
+    drop = jax.vmap(lambda k: jax.random.bernoulli(jax.random.fold_in(k, 4), p))(keys)  # [B]
+
+    def one(c, n):
+        n = jnp.broadcast_to(jnp.asarray(n if n is not None else 0, c.dtype), c.shape)
+        return jnp.where(drop.reshape((-1,) + (1,) * (c.ndim - 1)), n, c)
+
+    if isinstance(cond, dict):
+        nulls = null_cond if isinstance(null_cond, dict) else {k: null_cond for k in cond}
+        return {k: one(v, nulls.get(k)) for k, v in cond.items()}
+    return one(cond, null_cond)
 
 
 def eps_weight(cfg: LossConfig, schedule: Schedule, t):
@@ -252,6 +273,8 @@ def make_loss(apply_fn: Callable, schedule: Schedule, **options) -> Callable:
         num_steps: the VLB's time grid for continuous schedules (discrete ones use their T).
         t_min: smallest t for continuous-time MSE training.
         t_sampling: ``uniform`` or ``edm_lognormal`` (ln sigma ~ N(P_mean, P_std^2)).
+        p_uncond, null_cond: condition dropout for classifier-free guidance (the U-Net's null label is
+          ``num_classes``).
     ``batch`` holds ``"x"`` ``[B, ...]`` in [-1, 1] and optionally ``"cond"``; ``key`` is one key or per-
     example keys ``[B]`` (training passes keys folded from each example's global index).
     """
@@ -268,7 +291,8 @@ def make_loss(apply_fn: Callable, schedule: Schedule, **options) -> Callable:
         eps = jax.vmap(lambda k, x: jax.random.normal(jax.random.fold_in(k, 1), x.shape, x.dtype))(keys, x0)
         alpha, sigma = schedule.alpha(t), schedule.sigma(t)
         x_t = q_sample(schedule, x0, t, eps)
-        out = apply_fn(params, x_t, t, batch.get("cond"), jax.random.fold_in(keys[0], 2))
+        cond = drop_condition(batch.get("cond"), keys, cfg.p_uncond, cfg.null_cond)
+        out = apply_fn(params, x_t, t, cond, jax.random.fold_in(keys[0], 2))
         pred, var_values = out[..., :C], (out[..., C:] if out.shape[-1] > C else None)
         metrics = {}
         loss = jnp.zeros((B,), x0.dtype)

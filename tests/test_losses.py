@@ -210,3 +210,16 @@ def test_bad_options(opts, match):
 def test_vlb_needs_grid_for_continuous():
     with pytest.raises(ValueError, match="num_steps"):
         L.make_loss(lambda *a: None, S.get_schedule("vp"), loss_type="vlb")
+
+
+def test_condition_dropout_rate_and_values():
+    keys = jax.random.split(jax.random.key(0), 20000)
+    labels = jnp.full((20000,), 3)
+    out = L.drop_condition(labels, keys, 0.2, 10)
+    frac = float((out == 10).mean())
+    assert abs(frac - 0.2) < 4 * np.sqrt(0.2 * 0.8 / 20000)
+    assert set(np.unique(np.asarray(out)).tolist()) == {3, 10}
+    ctx = L.drop_condition({"context": jnp.ones((20000, 2, 3))}, keys, 0.2)["context"]
+    np.testing.assert_array_equal(ctx[:, 0, 0] == 0, out == 10)  # same examples dropped
+    with pytest.raises(ValueError, match="p_uncond"):
+        L.make_loss(lambda *a: None, S.get_schedule("linear"), p_uncond=1.0)

@@ -21,6 +21,7 @@ import numpy as np
 from jaxdiff import losses, samplers
 from jaxdiff.data import Pipeline, load_source
 from jaxdiff.evaluation.grid import make_grid, save_grid
+from jaxdiff.guidance import cfg
 from jaxdiff.models import UNet, UNetConfig
 from jaxdiff.parameterization import clip_x0_model_fn
 from jaxdiff.schedules import get_schedule, is_discrete
@@ -88,7 +89,8 @@ def build_loss(config, model: UNet, schedule):
     return losses.make_loss(apply_fn, schedule, prediction=d.prediction, weighting=d.weighting,
                             loss_type=d.loss_type, variance=d.variance,
                             num_levels=config.data.num_levels,
-                            num_steps=None if is_discrete(schedule) else d.get("vlb_steps", None))
+                            num_steps=None if is_discrete(schedule) else d.get("vlb_steps", None),
+                            p_uncond=d.get("p_uncond", 0.0), null_cond=config.model.get("num_classes", None))
 
 
 def build_pipeline(config, split: str = "train", batch_size: int | None = None) -> Pipeline:
@@ -101,8 +103,10 @@ def build_pipeline(config, split: str = "train", batch_size: int | None = None) 
 
 def make_sample_fn(config, model: UNet, schedule, *, sampler: str, num_steps: int, num_samples: int,
                    clip_x0: float | None = None, **options):
-    """A jitted ``fn(params, key, labels=None) -> samples [N, H, W, C]``; the implied x0 is clipped to
-    [-clip_x0, clip_x0] at every step when ``clip_x0`` (default ``config.sample.clip_x0``) is set."""
+    """A jitted ``fn(params, key, labels=None, guidance_scale=1.0) -> samples [N, H, W, C]``; the implied x0
+    is clipped to [-clip_x0, clip_x0] at every step when ``clip_x0`` (default ``config.sample.clip_x0``) is
+    set; with labels and a class-conditional model, classifier-free guidance at ``guidance_scale`` (a
+    traced argument: changing it does not recompile)."""
     ucfg = model.config
     shape = (num_samples,) + (ucfg.image_size,) * ucfg.dims + (ucfg.in_channels,)
     if config.diffusion.variance == "learned_range" and sampler == "ddpm":
@@ -113,11 +117,15 @@ def make_sample_fn(config, model: UNet, schedule, *, sampler: str, num_steps: in
 
     clip = config.sample.get("clip_x0", None) if clip_x0 is None else clip_x0
 
+    num_classes = config.model.get("num_classes", None)
+
     @jax.jit
-    def run(params, key, labels=None):
+    def run(params, key, labels=None, guidance_scale=1.0):
         k1, k2 = jax.random.split(key)
         x_T = samplers.prior_sample(schedule, k1, shape)
         mf = model_fn_for(model, params)
+        if labels is not None and num_classes is not None:
+            mf = cfg(mf, guidance_scale, null_cond=jnp.asarray(num_classes, jnp.int32))
         if clip:
             mf = clip_x0_model_fn(mf, schedule, config.diffusion.prediction, clip)
         return sample_fn(mf, schedule, x_T, k2, num_steps=num_steps,
@@ -312,7 +320,7 @@ def restore_trained(workdir: str, step: int | None = None):
 
 def generate(config, model, schedule, params, *, sampler: str, num_steps: int, num_samples: int,
              batch_size: int, seed: int, labels=None, clip_x0: float | None = None,
-             **options) -> np.ndarray:
+             guidance_scale: float = 1.0, **options) -> np.ndarray:
     """``num_samples`` samples in [-1, 1] (numpy), in batches of one compiled sampler."""
     batch_size = min(batch_size, num_samples)
     fn = make_sample_fn(config, model, schedule, sampler=sampler, num_steps=num_steps,
@@ -320,5 +328,6 @@ def generate(config, model, schedule, params, *, sampler: str, num_steps: int, n
     out = []
     for i in range(0, num_samples, batch_size):
         lab = None if labels is None else jnp.asarray(np.resize(labels[i:i + batch_size], batch_size))
-        out.append(np.asarray(fn(params, jax.random.fold_in(jax.random.PRNGKey(seed), i), lab)))
+        out.append(np.asarray(fn(params, jax.random.fold_in(jax.random.PRNGKey(seed), i), lab,
+                                 jnp.asarray(guidance_scale, jnp.float32))))
     return np.concatenate(out)[:num_samples]
