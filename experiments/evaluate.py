@@ -13,7 +13,7 @@ import jax
 import numpy as np
 from absl import app, flags
 
-from jaxdiff.evaluation.evaluate import sample_quality
+from jaxdiff.evaluation.evaluate import label_accuracy, sample_quality
 from jaxdiff.evaluation.grid import unique_path
 from jaxdiff.losses import full_vlb_bpd
 from jaxdiff.training.loop import build_pipeline, generate, model_fn_for, restore_trained
@@ -27,19 +27,30 @@ flags.DEFINE_bool("vlb", True, "Also compute the test bits/dim (all T steps of t
 flags.DEFINE_float("clip_x0", None, "Clip the implied x0 to [-c, c] at every step (0: off; default: "
                    "the config's sample.clip_x0).")
 flags.DEFINE_string("options", "{}", 'Extra sampler options as JSON, e.g. \'{"sigma_max": 80}\'.')
+flags.DEFINE_bool("conditional", False, "Class-conditional model: draw labels 0..K-1 in turn and report "
+                  "the classifier's accuracy against them.")
+flags.DEFINE_float("guidance_scale", 1.0, "Classifier-free guidance scale with --conditional.")
 flags.mark_flags_as_required(["workdir"])
 
 
 def evaluate(workdir, samples_path=None, sampler=None, num_steps=None, vlb=True, clip_x0=None,
-             options=None) -> dict:
+             options=None, conditional=False, guidance_scale=1.0) -> dict:
     config, model, schedule, params, step = restore_trained(workdir)
     sampler = sampler or config.sample.sampler
     num_steps = num_steps or config.sample.num_steps
     if samples_path:
         with np.load(samples_path) as f:
             x, sampler, num_steps = f["samples"], str(f["sampler"]), int(f["num_steps"])
-    else:
+    labels = None
+    if conditional and samples_path:
+        raise ValueError("--conditional generates its own labelled samples; drop --samples")
+    if conditional:
+        if not config.model.get("num_classes"):
+            raise ValueError(f"--conditional needs a class-conditional model; {workdir} has num_classes=None")
+        labels = np.arange(config.eval.num_samples) % config.model.num_classes
+    if not samples_path:
         x = generate(config, model, schedule, params, sampler=sampler, num_steps=num_steps,
+                     labels=labels, guidance_scale=guidance_scale,
                      num_samples=config.eval.num_samples, batch_size=config.sample.batch_size, seed=1,
                      clip_x0=clip_x0, **(options or {}))
     train, test = build_pipeline(config, "train", 1), build_pipeline(config, "test", 1)
@@ -48,6 +59,11 @@ def evaluate(workdir, samples_path=None, sampler=None, num_steps=None, vlb=True,
                        num_levels=config.data.num_levels, cache_dir=data_dir,
                        cache_name=f"{config.data.name}_{config.data.config}",
                        bootstrap=config.eval.bootstrap)
+    if labels is not None:
+        m["label_accuracy"] = label_accuracy(x, labels, train.all_images(), train.all_labels(),
+                                             num_levels=config.data.num_levels, cache_dir=data_dir,
+                                             cache_name=f"{config.data.name}_{config.data.config}")
+        m["guidance_scale"] = guidance_scale
     m.update(step=step, sampler=sampler, num_steps=num_steps, options=options or {},
              clip_x0=clip_x0 if clip_x0 is not None else config.sample.get("clip_x0", None))
     if vlb:
@@ -70,7 +86,7 @@ def evaluate(workdir, samples_path=None, sampler=None, num_steps=None, vlb=True,
 def main(argv):
     del argv
     m = evaluate(FLAGS.workdir, FLAGS.samples, FLAGS.sampler, FLAGS.num_steps, FLAGS.vlb, FLAGS.clip_x0,
-                 json.loads(FLAGS.options))
+                 json.loads(FLAGS.options), FLAGS.conditional, FLAGS.guidance_scale)
     print(json.dumps(m, indent=2))
 
 
