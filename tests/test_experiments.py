@@ -103,3 +103,12 @@ def test_frechet_distance_matches_numpy():
     np.testing.assert_allclose(frechet_distance(m1, s1, m2, s2), ref, rtol=1e-8)
     # closed form for 1-D Gaussians: (m1 - m2)^2 + (s1 - s2)^2
     np.testing.assert_allclose(frechet_distance([0.0], [[4.0]], [1.0], [[9.0]]), 1 + 1, rtol=1e-12)
+
+
+def test_batch_not_divisible_by_devices(tmp_path):
+    import jax
+
+    c = get_config("smoke")
+    c.optim.batch_size = jax.local_device_count() + 1
+    with pytest.raises(ValueError, match=r"optim.batch_size=9 is not divisible by the 8 devices"):
+        train_and_evaluate(c, str(tmp_path / "r"))
