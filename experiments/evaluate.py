@@ -16,7 +16,7 @@ from absl import app, flags
 from jaxdiff.evaluation.evaluate import label_accuracy, sample_quality
 from jaxdiff.evaluation.grid import unique_path
 from jaxdiff.losses import full_vlb_bpd
-from jaxdiff.training.loop import build_pipeline, generate, model_fn_for, restore_trained
+from jaxdiff.training.loop import build_pipeline, generate, load_classifier, model_fn_for, restore_trained
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("workdir", None, "Training workdir.")
@@ -30,11 +30,13 @@ flags.DEFINE_string("options", "{}", 'Extra sampler options as JSON, e.g. \'{"si
 flags.DEFINE_bool("conditional", False, "Class-conditional model: draw labels 0..K-1 in turn and report "
                   "the classifier's accuracy against them.")
 flags.DEFINE_float("guidance_scale", 1.0, "Classifier-free guidance scale with --conditional.")
+flags.DEFINE_string("classifier_workdir", None, "Noise-aware classifier (experiments.train_classifier) for "
+                    "classifier guidance; --guidance_scale is then the classifier scale.")
 flags.mark_flags_as_required(["workdir"])
 
 
 def evaluate(workdir, samples_path=None, sampler=None, num_steps=None, vlb=True, clip_x0=None,
-             options=None, conditional=False, guidance_scale=1.0) -> dict:
+             options=None, conditional=False, guidance_scale=1.0, classifier_workdir=None) -> dict:
     config, model, schedule, params, step = restore_trained(workdir)
     sampler = sampler or config.sample.sampler
     num_steps = num_steps or config.sample.num_steps
@@ -44,13 +46,16 @@ def evaluate(workdir, samples_path=None, sampler=None, num_steps=None, vlb=True,
     labels = None
     if conditional and samples_path:
         raise ValueError("--conditional generates its own labelled samples; drop --samples")
+    classifier_fn = load_classifier(classifier_workdir)[0] if classifier_workdir else None
     if conditional:
-        if not config.model.get("num_classes"):
-            raise ValueError(f"--conditional needs a class-conditional model; {workdir} has num_classes=None")
-        labels = np.arange(config.eval.num_samples) % config.model.num_classes
+        k = load_classifier(classifier_workdir)[1].num_classes if classifier_fn else config.model.get("num_classes")
+        if not k:
+            raise ValueError(f"--conditional needs a class-conditional model or --classifier_workdir; "
+                             f"{workdir} has num_classes=None")
+        labels = np.arange(config.eval.num_samples) % k
     if not samples_path:
         x = generate(config, model, schedule, params, sampler=sampler, num_steps=num_steps,
-                     labels=labels, guidance_scale=guidance_scale,
+                     labels=labels, guidance_scale=guidance_scale, classifier_fn=classifier_fn,
                      num_samples=config.eval.num_samples, batch_size=config.sample.batch_size, seed=1,
                      clip_x0=clip_x0, **(options or {}))
     train, test = build_pipeline(config, "train", 1), build_pipeline(config, "test", 1)
@@ -64,6 +69,7 @@ def evaluate(workdir, samples_path=None, sampler=None, num_steps=None, vlb=True,
                                              num_levels=config.data.num_levels, cache_dir=data_dir,
                                              cache_name=f"{config.data.name}_{config.data.config}")
         m["guidance_scale"] = guidance_scale
+        m["guidance"] = "classifier" if classifier_fn else "classifier-free"
     m.update(step=step, sampler=sampler, num_steps=num_steps, options=options or {},
              clip_x0=clip_x0 if clip_x0 is not None else config.sample.get("clip_x0", None))
     if vlb:
@@ -86,7 +92,8 @@ def evaluate(workdir, samples_path=None, sampler=None, num_steps=None, vlb=True,
 def main(argv):
     del argv
     m = evaluate(FLAGS.workdir, FLAGS.samples, FLAGS.sampler, FLAGS.num_steps, FLAGS.vlb, FLAGS.clip_x0,
-                 json.loads(FLAGS.options), FLAGS.conditional, FLAGS.guidance_scale)
+                 json.loads(FLAGS.options), FLAGS.conditional, FLAGS.guidance_scale,
+                 FLAGS.classifier_workdir)
     print(json.dumps(m, indent=2))
 
 

@@ -13,7 +13,7 @@ import numpy as np
 from absl import app, flags, logging
 
 from jaxdiff.evaluation.grid import save_grid, unique_path
-from jaxdiff.training.loop import generate, restore_trained
+from jaxdiff.training.loop import generate, load_classifier, restore_trained
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("workdir", None, "Training workdir (config.json + checkpoints).")
@@ -27,6 +27,8 @@ flags.DEFINE_float("clip_x0", None, "Clip the implied x0 to [-c, c] at every ste
 flags.DEFINE_string("options", "{}", 'Extra sampler options as JSON, e.g. \'{"sigma_max": 80}\'.')
 flags.DEFINE_integer("label", None, "Class label for a class-conditional model (-1: labels 0..9 in turn).")
 flags.DEFINE_float("guidance_scale", 1.0, "Classifier-free guidance scale (1: plain conditional).")
+flags.DEFINE_string("classifier_workdir", None, "Noise-aware classifier (experiments.train_classifier) for "
+                    "classifier guidance; --guidance_scale is then the classifier scale.")
 flags.mark_flags_as_required(["workdir"])
 
 
@@ -36,16 +38,19 @@ def main(argv):
     sampler = FLAGS.sampler or config.sample.sampler
     num_steps = FLAGS.num_steps or config.sample.num_steps
     n = FLAGS.num_samples or config.sample.num_samples
-    labels = None
+    labels, classifier_fn = None, None
+    if FLAGS.classifier_workdir:
+        classifier_fn, clf_config = load_classifier(FLAGS.classifier_workdir)
     if FLAGS.label is not None:
-        if not config.model.get("num_classes"):
-            raise ValueError(f"--label needs a class-conditional model; {FLAGS.workdir} has num_classes=None")
-        k = config.model.num_classes
+        k = clf_config.num_classes if classifier_fn else config.model.get("num_classes")
+        if not k:
+            raise ValueError(f"--label needs a class-conditional model or --classifier_workdir; "
+                             f"{FLAGS.workdir} has num_classes=None")
         if not -1 <= FLAGS.label < k:
             raise ValueError(f"--label={FLAGS.label}; allowed: 0..{k - 1}, or -1 for all classes in turn")
         labels = np.arange(n) % k if FLAGS.label == -1 else np.full(n, FLAGS.label)
     x = generate(config, model, schedule, params, sampler=sampler, num_steps=num_steps, num_samples=n,
-                 labels=labels, guidance_scale=FLAGS.guidance_scale,
+                 labels=labels, guidance_scale=FLAGS.guidance_scale, classifier_fn=classifier_fn,
                  batch_size=config.sample.batch_size, seed=FLAGS.seed, clip_x0=FLAGS.clip_x0,
                  **json.loads(FLAGS.options))
     stem = FLAGS.out or os.path.join(FLAGS.workdir, "samples", f"{sampler}_{num_steps}")

@@ -112,3 +112,25 @@ def test_batch_not_divisible_by_devices(tmp_path):
     c.optim.batch_size = jax.local_device_count() + 1
     with pytest.raises(ValueError, match=r"optim.batch_size=9 is not divisible by the 8 devices"):
         train_and_evaluate(c, str(tmp_path / "r"))
+
+
+def test_classifier_guidance_pipeline(smoke, tmp_path):
+    """train_classifier -> load_classifier -> classifier-guided sampling of the unconditional smoke model."""
+    from experiments.configs.digits_classifier import get_config as clf_config
+    from jaxdiff.training.loop import load_classifier, train_classifier
+
+    c, wd, _, _ = smoke
+    cc = clf_config("smoke")
+    cc.data.data_dir = c.data.data_dir
+    out = str(tmp_path / "clf")
+    m = train_classifier(cc, out)
+    assert m["step"] == 4 and np.isfinite(m["loss"])
+    with pytest.raises(ValueError, match="never overwritten"):
+        train_classifier(cc, out)
+    fn, _ = load_classifier(out)
+    config, model, schedule, params, _ = restore_trained(wd)
+    x = generate(config, model, schedule, params, sampler="ddim", num_steps=3, num_samples=4, batch_size=4,
+                 seed=0, labels=np.arange(4), guidance_scale=3.0, classifier_fn=fn)
+    plain = generate(config, model, schedule, params, sampler="ddim", num_steps=3, num_samples=4, batch_size=4,
+                     seed=0)
+    assert np.isfinite(x).all() and not np.allclose(x, plain)

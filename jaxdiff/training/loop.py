@@ -17,11 +17,12 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+import optax
 
 from jaxdiff import losses, samplers
 from jaxdiff.data import Pipeline, load_source
 from jaxdiff.evaluation.grid import make_grid, save_grid
-from jaxdiff.guidance import cfg
+from jaxdiff.guidance import cfg, classifier_guidance
 from jaxdiff.models import UNet, UNetConfig
 from jaxdiff.parameterization import clip_x0_model_fn
 from jaxdiff.schedules import get_schedule, is_discrete
@@ -102,7 +103,7 @@ def build_pipeline(config, split: str = "train", batch_size: int | None = None) 
 
 
 def make_sample_fn(config, model: UNet, schedule, *, sampler: str, num_steps: int, num_samples: int,
-                   clip_x0: float | None = None, **options):
+                   clip_x0: float | None = None, classifier_fn=None, **options):
     """A jitted ``fn(params, key, labels=None, guidance_scale=1.0) -> samples [N, H, W, C]``; the implied x0
     is clipped to [-clip_x0, clip_x0] at every step when ``clip_x0`` (default ``config.sample.clip_x0``) is
     set; with labels and a class-conditional model, classifier-free guidance at ``guidance_scale`` (a
@@ -124,7 +125,10 @@ def make_sample_fn(config, model: UNet, schedule, *, sampler: str, num_steps: in
         k1, k2 = jax.random.split(key)
         x_T = samplers.prior_sample(schedule, k1, shape)
         mf = model_fn_for(model, params)
-        if labels is not None and num_classes is not None:
+        if labels is not None and classifier_fn is not None:  # classifier guidance (scale = guidance_scale)
+            mf = classifier_guidance(mf, classifier_fn, schedule, guidance_scale,
+                                     prediction=config.diffusion.prediction)
+        elif labels is not None and num_classes is not None:
             mf = cfg(mf, guidance_scale, null_cond=jnp.asarray(num_classes, jnp.int32))
         if clip:
             mf = clip_x0_model_fn(mf, schedule, config.diffusion.prediction, clip)
@@ -320,14 +324,77 @@ def restore_trained(workdir: str, step: int | None = None):
 
 def generate(config, model, schedule, params, *, sampler: str, num_steps: int, num_samples: int,
              batch_size: int, seed: int, labels=None, clip_x0: float | None = None,
-             guidance_scale: float = 1.0, **options) -> np.ndarray:
+             guidance_scale: float = 1.0, classifier_fn=None, **options) -> np.ndarray:
     """``num_samples`` samples in [-1, 1] (numpy), in batches of one compiled sampler."""
     batch_size = min(batch_size, num_samples)
     fn = make_sample_fn(config, model, schedule, sampler=sampler, num_steps=num_steps,
-                        num_samples=batch_size, clip_x0=clip_x0, **options)
+                        num_samples=batch_size, clip_x0=clip_x0, classifier_fn=classifier_fn, **options)
     out = []
     for i in range(0, num_samples, batch_size):
         lab = None if labels is None else jnp.asarray(np.resize(labels[i:i + batch_size], batch_size))
         out.append(np.asarray(fn(params, jax.random.fold_in(jax.random.PRNGKey(seed), i), lab,
                                  jnp.asarray(guidance_scale, jnp.float32))))
     return np.concatenate(out)[:num_samples]
+
+
+# ---------------------------------------------------------------------------------------------------
+# Noise-aware classifier (classifier guidance)
+# ---------------------------------------------------------------------------------------------------
+
+
+def train_classifier(config, workdir: str) -> dict[str, Any]:
+    """Train ``NoisyClassifier`` on noised inputs of the config's data and schedule; writes
+    ``workdir/classifier.msgpack`` (never overwriting) and ``config.json``; returns final metrics."""
+    import flax.serialization
+
+    from jaxdiff.models.classifier import NoisyClassifier, make_classifier_loss
+
+    ucfg = unet_config(config)
+    clf = NoisyClassifier(ucfg, num_classes=config.num_classes)
+    schedule = build_schedule(config)
+    pipeline = build_pipeline(config)
+    ucfg.check_input(pipeline.batch(0)["x"].shape)
+    path = os.path.join(workdir, "classifier.msgpack")
+    if os.path.exists(path):
+        raise ValueError(f"{path} exists; use a new --workdir (trained classifiers are never overwritten)")
+    check_workdir(config, workdir)
+    x = jnp.zeros((1,) + (ucfg.image_size,) * ucfg.dims + (ucfg.in_channels,))
+    params = clf.init(jax.random.PRNGKey(config.seed), x, jnp.zeros((1,)))["params"]
+    tx = make_optimizer(config.optim.learning_rate, config.optim.warmup_steps, config.optim.grad_clip)
+    opt = tx.init(params)
+    loss_fn = make_classifier_loss(lambda p, xt, t: clf.apply({"params": p}, xt, t), schedule)
+
+    @jax.jit
+    def step(params, opt, batch, key):
+        (loss, aux), g = jax.value_and_grad(loss_fn, has_aux=True)(params, batch, key)
+        u, opt = tx.update(g, opt, params)
+        return optax.apply_updates(params, u), opt, loss, aux["accuracy"].mean()
+
+    key = jax.random.PRNGKey(config.seed + 1)
+    for i in range(config.train.num_steps):
+        b = pipeline.batch(i)
+        params, opt, loss, acc = step(params, opt, {"x": b["x"], "label": b["label"]}, jax.random.fold_in(key, i))
+        if (i + 1) % config.train.log_every == 0:
+            log.info("classifier step %d: loss %.4f, accuracy on x_t %.3f", i + 1, loss, acc)
+    with open(path, "wb") as f:
+        f.write(flax.serialization.to_bytes(params))
+    return {"loss": float(loss), "accuracy": float(acc), "step": config.train.num_steps}
+
+
+def load_classifier(workdir: str):
+    """``(classifier_fn(x_t, t) -> logits, config)`` from a train_classifier workdir."""
+    import flax.serialization
+
+    from jaxdiff.models.classifier import NoisyClassifier
+
+    config = load_config(workdir)
+    path = os.path.join(workdir, "classifier.msgpack")
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"no classifier.msgpack in {workdir}: train it with experiments.train_classifier")
+    ucfg = unet_config(config)
+    clf = NoisyClassifier(ucfg, num_classes=config.num_classes)
+    x = jnp.zeros((1,) + (ucfg.image_size,) * ucfg.dims + (ucfg.in_channels,))
+    template = clf.init(jax.random.PRNGKey(0), x, jnp.zeros((1,)))["params"]
+    with open(path, "rb") as f:
+        params = flax.serialization.from_bytes(template, f.read())
+    return (lambda x_t, t: clf.apply({"params": params}, x_t, t)), config
