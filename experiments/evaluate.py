@@ -47,15 +47,26 @@ def evaluate(workdir, samples_path=None, sampler=None, num_steps=None, vlb=True,
     if conditional and samples_path:
         raise ValueError("--conditional generates its own labelled samples; drop --samples")
     classifier_fn = load_classifier(classifier_workdir)[0] if classifier_workdir else None
+    text_on = bool(config.get("text") and config.text.get("enabled"))
     if conditional:
-        k = load_classifier(classifier_workdir)[1].num_classes if classifier_fn else config.model.get("num_classes")
+        if text_on:
+            k = 10
+        elif classifier_fn:
+            k = load_classifier(classifier_workdir)[1].num_classes
+        else:
+            k = config.model.get("num_classes")
         if not k:
             raise ValueError(f"--conditional needs a class-conditional model or --classifier_workdir; "
                              f"{workdir} has num_classes=None")
         labels = np.arange(config.eval.num_samples) % k
+    gen_labels = labels
+    if conditional and text_on:  # prompts "a handwritten <word>" for labels 0..9 in turn
+        from jaxdiff.models.text import digit_caption, tokenize
+
+        gen_labels = tokenize([digit_caption(int(y), 0) for y in labels], config.text.max_len)
     if not samples_path:
         x = generate(config, model, schedule, params, sampler=sampler, num_steps=num_steps,
-                     labels=labels, guidance_scale=guidance_scale, classifier_fn=classifier_fn,
+                     labels=gen_labels, guidance_scale=guidance_scale, classifier_fn=classifier_fn,
                      num_samples=config.eval.num_samples, batch_size=config.sample.batch_size, seed=1,
                      clip_x0=clip_x0, **(options or {}))
     train, test = build_pipeline(config, "train", 1), build_pipeline(config, "test", 1)

@@ -29,6 +29,7 @@ flags.DEFINE_integer("label", None, "Class label for a class-conditional model (
 flags.DEFINE_float("guidance_scale", 1.0, "Classifier-free guidance scale (1: plain conditional).")
 flags.DEFINE_string("classifier_workdir", None, "Noise-aware classifier (experiments.train_classifier) for "
                     "classifier guidance; --guidance_scale is then the classifier scale.")
+flags.DEFINE_string("prompt", None, "Text prompt for a text-conditioned model (digits_text).")
 flags.mark_flags_as_required(["workdir"])
 
 
@@ -41,7 +42,13 @@ def main(argv):
     labels, classifier_fn = None, None
     if FLAGS.classifier_workdir:
         classifier_fn, clf_config = load_classifier(FLAGS.classifier_workdir)
-    if FLAGS.label is not None:
+    if FLAGS.prompt is not None:
+        if not (config.get("text") and config.text.get("enabled")):
+            raise ValueError(f"--prompt needs a text-conditioned model; {FLAGS.workdir} has no config.text")
+        from jaxdiff.models.text import tokenize
+
+        labels = np.repeat(tokenize([FLAGS.prompt], config.text.max_len), n, axis=0)
+    elif FLAGS.label is not None:
         k = clf_config.num_classes if classifier_fn else config.model.get("num_classes")
         if not k:
             raise ValueError(f"--label needs a class-conditional model or --classifier_workdir; "

@@ -56,6 +56,13 @@ def unet_config(config) -> UNetConfig:
 
 def build_model(config) -> tuple[UNet, UNetConfig]:
     cfg = unet_config(config)
+    text = config.get("text", None)
+    if text is not None and text.get("enabled", False):
+        from jaxdiff.models.text import TextUNet
+
+        if cfg.context_dim is None:
+            raise ValueError("config.text.enabled needs model.context_dim (the text encoder's width)")
+        return TextUNet(cfg, cfg.context_dim, text.layers, text.heads, text.max_len), cfg
     return UNet(cfg), cfg
 
 
@@ -77,7 +84,16 @@ def model_fn_for(model: UNet, params, *, train: bool = False, dropout_key=None):
     return model_fn
 
 
-def cond_of(batch, use_labels: bool):
+def cond_of(batch, use_labels: bool, text=None):
+    """The model's condition for a batch: labels, or (text conditioning) tokens of generated captions
+    chosen per example by its index (deterministic)."""
+    if text is not None and text.get("enabled", False):
+        from jaxdiff.models.text import digit_caption, tokenize
+
+        caps = [digit_caption(int(y), int(i)) for y, i in zip(np.asarray(batch["label"]).ravel(),
+                                                                np.asarray(batch["index"]).ravel())]
+        tok = tokenize(caps, text.max_len)
+        return {"tokens": tok.reshape(np.shape(batch["label"]) + (text.max_len,))}
     return batch.get("label") if use_labels else None
 
 
@@ -119,13 +135,17 @@ def make_sample_fn(config, model: UNet, schedule, *, sampler: str, num_steps: in
     clip = config.sample.get("clip_x0", None) if clip_x0 is None else clip_x0
 
     num_classes = config.model.get("num_classes", None)
+    text_on = config.get("text", None) is not None and config.text.get("enabled", False)
 
     @jax.jit
     def run(params, key, labels=None, guidance_scale=1.0):
         k1, k2 = jax.random.split(key)
         x_T = samplers.prior_sample(schedule, k1, shape)
         mf = model_fn_for(model, params)
-        if labels is not None and classifier_fn is not None:  # classifier guidance (scale = guidance_scale)
+        cond = labels
+        if labels is not None and text_on:  # labels are caption tokens [N, L]; null = empty caption
+            mf, cond = cfg(mf, guidance_scale), {"tokens": labels}
+        elif labels is not None and classifier_fn is not None:  # classifier guidance (scale = guidance_scale)
             mf = classifier_guidance(mf, classifier_fn, schedule, guidance_scale,
                                      prediction=config.diffusion.prediction)
         elif labels is not None and num_classes is not None:
@@ -133,7 +153,7 @@ def make_sample_fn(config, model: UNet, schedule, *, sampler: str, num_steps: in
         if clip:
             mf = clip_x0_model_fn(mf, schedule, config.diffusion.prediction, clip)
         return sample_fn(mf, schedule, x_T, k2, num_steps=num_steps,
-                         prediction=config.diffusion.prediction, cond=labels, **options)
+                         prediction=config.diffusion.prediction, cond=cond, **options)
 
     return run
 
@@ -235,7 +255,7 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
     use_labels = bool(config.data.use_labels)
 
     def loss_with_cond(params, batch, keys):
-        return loss_fn(params, {"x": batch["x"], "cond": cond_of(batch, use_labels)}, keys)
+        return loss_fn(params, {"x": batch["x"], "cond": batch.get("cond")}, keys)
 
     pmapped = n_dev > 1
     step_fn = make_train_step(loss_with_cond, tx, ema_decay=config.optim.ema_decay,
@@ -246,13 +266,22 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
     else:
         p_step = jax.jit(step_fn, donate_argnums=(0,))
 
+    text_cfg = config.get("text", None)
+
+    def with_cond(b):
+        c = cond_of(b, use_labels, text_cfg)
+        out = {"x": b["x"], "index": b["index"]}
+        if c is not None:
+            out["cond"] = c
+        return out
+
     def get_batch(step):
-        bs = [pipeline.batch(step + j) for j in range(k)]
-        b = {key: np.stack([x[key] for x in bs]) if k > 1 else bs[0][key] for key in bs[0]}
+        bs = [with_cond(pipeline.batch(step + j)) for j in range(k)]
+        b = jax.tree_util.tree_map(lambda *xs: np.stack(xs), *bs) if k > 1 else bs[0]
         if pmapped:  # [k?, B, ...] -> [dev, k?, B/dev, ...]
             ax = 1 if k > 1 else 0
-            b = {key: np.moveaxis(v.reshape(v.shape[:ax] + (n_dev, -1) + v.shape[ax + 1:]), ax, 0)
-                 for key, v in b.items()}
+            b = jax.tree_util.tree_map(
+                lambda v: np.moveaxis(v.reshape(v.shape[:ax] + (n_dev, -1) + v.shape[ax + 1:]), ax, 0), b)
         return b
 
     writer = writers.create_default_writer(workdir, just_logging=jax.process_index() > 0)
@@ -331,7 +360,11 @@ def generate(config, model, schedule, params, *, sampler: str, num_steps: int, n
                         num_samples=batch_size, clip_x0=clip_x0, classifier_fn=classifier_fn, **options)
     out = []
     for i in range(0, num_samples, batch_size):
-        lab = None if labels is None else jnp.asarray(np.resize(labels[i:i + batch_size], batch_size))
+        lab = None
+        if labels is not None:
+            chunk = np.asarray(labels[i:i + batch_size])
+            idx = np.arange(batch_size) % len(chunk)  # pad the last batch by repetition
+            lab = jnp.asarray(chunk[idx])
         out.append(np.asarray(fn(params, jax.random.fold_in(jax.random.PRNGKey(seed), i), lab,
                                  jnp.asarray(guidance_scale, jnp.float32))))
     return np.concatenate(out)[:num_samples]
