@@ -47,6 +47,9 @@ def main(argv):
             raise ValueError(f"--prompt needs a text-conditioned model; {FLAGS.workdir} has no config.text")
         from jaxdiff.models.text import tokenize
 
+        if len(FLAGS.prompt.encode("utf-8")) > config.text.max_len:
+            raise ValueError(f"--prompt is {len(FLAGS.prompt.encode('utf-8'))} bytes; the text context "
+                             f"holds at most text.max_len={config.text.max_len}")
         labels = np.repeat(tokenize([FLAGS.prompt], config.text.max_len), n, axis=0)
     elif FLAGS.label is not None:
         k = clf_config.num_classes if classifier_fn else config.model.get("num_classes")

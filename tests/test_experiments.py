@@ -134,3 +134,16 @@ def test_classifier_guidance_pipeline(smoke, tmp_path):
     plain = generate(config, model, schedule, params, sampler="ddim", num_steps=3, num_samples=4, batch_size=4,
                      seed=0)
     assert np.isfinite(x).all() and not np.allclose(x, plain)
+
+
+def test_guidance_errors(smoke):
+    c, wd, _, _ = smoke
+    config, model, schedule, params, _ = restore_trained(wd)
+    config.model.num_classes = 10  # pretend: a class-conditional model trained without condition dropout
+    with pytest.raises(ValueError, match="condition dropout"):
+        generate(config, model, schedule, params, sampler="ddim", num_steps=2, num_samples=2, batch_size=2,
+                 seed=0, labels=np.array([1, 2]), guidance_scale=2.0)
+    config.diffusion.p_uncond = 0.1
+    with pytest.raises(ValueError, match=r"unknown labels \[12\]; allowed: 0..9"):
+        generate(config, model, schedule, params, sampler="ddim", num_steps=2, num_samples=2, batch_size=2,
+                 seed=0, labels=np.array([1, 12]), guidance_scale=2.0)

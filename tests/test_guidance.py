@@ -100,6 +100,13 @@ def test_guided_sampling_no_recompile_and_targets_class(problem):
     # scale 1 samples the exact conditional: component 1's mean and std.
     np.testing.assert_allclose(x1.mean(0), gmm.means[1], atol=5 * float(gmm.stds[1].max()) / np.sqrt(2000))
     np.testing.assert_allclose(x1.std(0), gmm.stds[1], rtol=0.1)
+    # classifier guidance at scale 1 of the unconditional model with the exact classifier: the same.
+    uncond = lambda x, t, c=None: m(x, t, jnp.full(x.shape[0], K))
+    x_T = samplers.prior_sample(sched, jax.random.key(4), (2000, 2), jnp.float64)
+    xc = samplers.sample_dpmpp_2m(guidance.classifier_guidance(uncond, exact_classifier(gmm, sched), sched, 1.0),
+                                  sched, x_T, None, num_steps=20, cond=y)
+    np.testing.assert_allclose(xc.mean(0), gmm.means[1], atol=5 * float(gmm.stds[1].max()) / np.sqrt(2000))
+    np.testing.assert_allclose(xc.std(0), gmm.stds[1], rtol=0.1)
 
 
 def test_noisy_classifier_learns_and_guides():

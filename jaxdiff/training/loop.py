@@ -356,6 +356,16 @@ def generate(config, model, schedule, params, *, sampler: str, num_steps: int, n
              guidance_scale: float = 1.0, classifier_fn=None, **options) -> np.ndarray:
     """``num_samples`` samples in [-1, 1] (numpy), in batches of one compiled sampler."""
     batch_size = min(batch_size, num_samples)
+    text_on = config.get("text", None) is not None and config.text.get("enabled", False)
+    cfg_path = labels is not None and classifier_fn is None and (text_on or config.model.get("num_classes"))
+    if cfg_path and guidance_scale != 1.0 and not config.diffusion.get("p_uncond", 0.0):
+        raise ValueError(f"guidance_scale={guidance_scale} needs a model trained with condition dropout "
+                         "(diffusion.p_uncond > 0); this one was not, so only guidance_scale=1 is allowed")
+    if labels is not None and not text_on and classifier_fn is None:
+        k = config.model.get("num_classes")
+        bad = np.asarray(labels)[(np.asarray(labels) < 0) | (np.asarray(labels) >= (k or 0))]
+        if bad.size:
+            raise ValueError(f"unknown labels {bad[:5].tolist()}; allowed: 0..{(k or 0) - 1}")
     fn = make_sample_fn(config, model, schedule, sampler=sampler, num_steps=num_steps,
                         num_samples=batch_size, clip_x0=clip_x0, classifier_fn=classifier_fn, **options)
     out = []
