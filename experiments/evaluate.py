@@ -16,7 +16,7 @@ from absl import app, flags
 from jaxdiff.evaluation.evaluate import label_accuracy, sample_quality
 from jaxdiff.evaluation.grid import unique_path
 from jaxdiff.losses import full_vlb_bpd
-from jaxdiff.training.loop import build_pipeline, generate, load_classifier, model_fn_for, restore_trained
+from jaxdiff.training.loop import build_pipeline, generate, load_classifier, model_fn_for, restore_trained, text_enabled
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("workdir", None, "Training workdir.")
@@ -47,7 +47,7 @@ def evaluate(workdir, samples_path=None, sampler=None, num_steps=None, vlb=True,
     if conditional and samples_path:
         raise ValueError("--conditional generates its own labelled samples; drop --samples")
     classifier_fn = load_classifier(classifier_workdir)[0] if classifier_workdir else None
-    text_on = bool(config.get("text") and config.text.get("enabled"))
+    text_on = text_enabled(config)
     if conditional:
         if text_on:
             k = 10

@@ -13,7 +13,7 @@ import numpy as np
 from absl import app, flags, logging
 
 from jaxdiff.evaluation.grid import save_grid, unique_path
-from jaxdiff.training.loop import generate, load_classifier, restore_trained
+from jaxdiff.training.loop import generate, load_classifier, restore_trained, text_enabled
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("workdir", None, "Training workdir (config.json + checkpoints).")
@@ -43,7 +43,7 @@ def main(argv):
     if FLAGS.classifier_workdir:
         classifier_fn, clf_config = load_classifier(FLAGS.classifier_workdir)
     if FLAGS.prompt is not None:
-        if not (config.get("text") and config.text.get("enabled")):
+        if not text_enabled(config):
             raise ValueError(f"--prompt needs a text-conditioned model; {FLAGS.workdir} has no config.text")
         from jaxdiff.models.text import tokenize
 

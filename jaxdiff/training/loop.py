@@ -54,10 +54,16 @@ def unet_config(config) -> UNetConfig:
     return UNetConfig(**m).validate()
 
 
+def text_enabled(config) -> bool:
+    """Whether the config trains a text-conditioned model (``config.text.enabled``)."""
+    text = config.get("text", None)
+    return bool(text is not None and text.get("enabled", False))
+
+
 def build_model(config) -> tuple[UNet, UNetConfig]:
     cfg = unet_config(config)
     text = config.get("text", None)
-    if text is not None and text.get("enabled", False):
+    if text_enabled(config):
         from jaxdiff.models.text import TextUNet
 
         if cfg.context_dim is None:
@@ -87,7 +93,7 @@ def model_fn_for(model: UNet, params, *, train: bool = False, dropout_key=None):
 def cond_of(batch, use_labels: bool, text=None):
     """The model's condition for a batch: labels, or (text conditioning) tokens of generated captions
     chosen per example by its index (deterministic)."""
-    if text is not None and text.get("enabled", False):
+    if text is not None and text.get("enabled", False):  # cond_of sees config.text only
         from jaxdiff.models.text import digit_caption, tokenize
 
         caps = [digit_caption(int(y), int(i)) for y, i in zip(np.asarray(batch["label"]).ravel(),
@@ -135,7 +141,7 @@ def make_sample_fn(config, model: UNet, schedule, *, sampler: str, num_steps: in
     clip = config.sample.get("clip_x0", None) if clip_x0 is None else clip_x0
 
     num_classes = config.model.get("num_classes", None)
-    text_on = config.get("text", None) is not None and config.text.get("enabled", False)
+    text_on = text_enabled(config)
 
     @jax.jit
     def run(params, key, labels=None, guidance_scale=1.0):
@@ -356,7 +362,7 @@ def generate(config, model, schedule, params, *, sampler: str, num_steps: int, n
              guidance_scale: float = 1.0, classifier_fn=None, **options) -> np.ndarray:
     """``num_samples`` samples in [-1, 1] (numpy), in batches of one compiled sampler."""
     batch_size = min(batch_size, num_samples)
-    text_on = config.get("text", None) is not None and config.text.get("enabled", False)
+    text_on = text_enabled(config)
     cfg_path = labels is not None and classifier_fn is None and (text_on or config.model.get("num_classes"))
     if cfg_path and guidance_scale != 1.0 and not config.diffusion.get("p_uncond", 0.0):
         raise ValueError(f"guidance_scale={guidance_scale} needs a model trained with condition dropout "
