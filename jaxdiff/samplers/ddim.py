@@ -56,13 +56,15 @@ def sample_ddim(model_fn, schedule, x_T, key, *, num_steps: int, prediction: str
 
 def sample_ddpm(model_fn, schedule, x_T, key, *, num_steps: int | None = None, prediction: str = "eps",
                 variance: str = "fixed_small", spacing: str = "uniform", t_max: float = 1.0, t_min=None,
-                cond=None, return_trajectory: bool = False):
+                cond=None, classifier_fn=None, classifier_scale=1.0, return_trajectory: bool = False):
     """DDPM ancestral sampling (Ho et al. 2020, Algorithm 2) on any schedule and grid:
     x_s = mu(x_t, x0_hat) + sqrt(var) z with mu the posterior mean (eq. 7) and var fixed small
     (beta_tilde), fixed large (beta) or learned (Nichol & Dhariwal 2021: ``model_fn`` then outputs 2C
     channels, the last C interpolating log beta and log beta_tilde). No noise on the step to sigma = 0.
 
     ``num_steps`` defaults to the discrete schedule's T (respacing when smaller, as improved-diffusion).
+    With ``classifier_fn(x_t, t) -> logits`` (labels from ``cond``), the mean is shifted by
+    ``classifier_scale * Sigma * grad_x log p(y | x_t, t)`` (Dhariwal & Nichol 2021, Algorithm 1).
     """
     check_prediction(prediction)
     check_inputs(x_T, cond)
@@ -85,6 +87,11 @@ def sample_ddpm(model_fn, schedule, x_T, key, *, num_steps: int | None = None, p
         log_var = bcast(log_var, x) if jnp.ndim(log_var) <= 1 else log_var
         noise = jax.random.normal(step_key(key, i), x.shape, x.dtype)
         std = jnp.where(schedule.sigma(s) > 0, jnp.exp(0.5 * log_var), 0.0)
+        if classifier_fn is not None:  # Algorithm 1: mu + s * Sigma * grad log p(y | x_t)
+            y = cond["label"] if isinstance(cond, dict) else cond
+            log_p = lambda xx: jnp.sum(jnp.take_along_axis(jax.nn.log_softmax(classifier_fn(xx, tb), -1),
+                                                           y[:, None], -1))
+            mean = mean + classifier_scale * std**2 * jax.grad(log_p)(x)
         return (mean + std * noise,)
 
     (x,), traj = scan_steps(step, (x_T,), ts, return_trajectory)
