@@ -260,11 +260,8 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
 
     use_labels = bool(config.data.use_labels)
 
-    def loss_with_cond(params, batch, keys):
-        return loss_fn(params, {"x": batch["x"], "cond": batch.get("cond")}, keys)
-
     pmapped = n_dev > 1
-    step_fn = make_train_step(loss_with_cond, tx, ema_decay=config.optim.ema_decay,
+    step_fn = make_train_step(loss_fn, tx, ema_decay=config.optim.ema_decay,
                               axis_name="batch" if pmapped else None, steps_per_jit=k)
     if pmapped:
         p_step = jax.pmap(step_fn, axis_name="batch", donate_argnums=(0,))
