@@ -46,13 +46,13 @@ def evaluate(workdir, samples_path=None, sampler=None, num_steps=None, vlb=True,
     labels = None
     if conditional and samples_path:
         raise ValueError("--conditional generates its own labelled samples; drop --samples")
-    classifier_fn = load_classifier(classifier_workdir)[0] if classifier_workdir else None
+    classifier_fn, clf_config = load_classifier(classifier_workdir) if classifier_workdir else (None, None)
     text_on = text_enabled(config)
     if conditional:
         if text_on:
             k = 10
         elif classifier_fn:
-            k = load_classifier(classifier_workdir)[1].num_classes
+            k = clf_config.num_classes
         else:
             k = config.model.get("num_classes")
         if not k:

@@ -7,9 +7,8 @@ import jax.numpy as jnp
 
 from jaxdiff.forward import bcast, q_posterior_coefs
 from jaxdiff.losses import p_variance
-from jaxdiff.parameterization import check_prediction, to_x0_eps
-from jaxdiff.samplers.common import check_inputs, finish, scan_steps, setup, step_key
-from jaxdiff.samplers.timegrids import time_grid
+from jaxdiff.parameterization import to_x0_eps
+from jaxdiff.samplers.common import finish, scan_steps, setup, step_key
 
 
 def ddim_step(schedule, x, x0, eps, t, s, eta, noise):
@@ -66,13 +65,11 @@ def sample_ddpm(model_fn, schedule, x_T, key, *, num_steps: int | None = None, p
     With ``classifier_fn(x_t, t) -> logits`` (labels from ``cond``), the mean is shifted by
     ``classifier_scale * Sigma * grad_x log p(y | x_t, t)`` (Dhariwal & Nichol 2021, Algorithm 1).
     """
-    check_prediction(prediction)
-    check_inputs(x_T, cond)
     if num_steps is None:
         num_steps = getattr(schedule, "num_steps", None)
         if num_steps is None:
             raise ValueError("sample_ddpm: num_steps is required for a continuous schedule")
-    ts = time_grid(schedule, num_steps, spacing, t_max, t_min).astype(x_T.dtype)
+    _, ts = setup(model_fn, schedule, x_T, num_steps, prediction, spacing, t_max, t_min, cond)
     C = x_T.shape[-1]
 
     def step(carry, t, s, i):

@@ -116,6 +116,13 @@ def build_loss(config, model: UNet, schedule):
                             p_uncond=d.get("p_uncond", 0.0), null_cond=config.model.get("num_classes", None))
 
 
+def build_optimizer(config):
+    """The optimizer of ``config.optim`` (the same one for training and for restoring its checkpoints)."""
+    o = config.optim
+    return make_optimizer(o.learning_rate, o.warmup_steps, o.grad_clip, o.weight_decay,
+                          decay_steps=o.decay_steps or None)
+
+
 def build_pipeline(config, split: str = "train", batch_size: int | None = None) -> Pipeline:
     src = load_source(config.data.name, split, config.data.data_dir or None,
                       config=config.data.get("config", None))
@@ -248,8 +255,7 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
     ucfg.check_input(pipeline.batch(0)["x"].shape)
     check_workdir(config, workdir)
 
-    tx = make_optimizer(config.optim.learning_rate, config.optim.warmup_steps, config.optim.grad_clip,
-                        config.optim.weight_decay, decay_steps=config.optim.decay_steps or None)
+    tx = build_optimizer(config)
     state = init_state(config, model, tx)
     ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), save_every=config.train.checkpoint_every,
                         keep=config.train.keep_checkpoints)
@@ -346,8 +352,7 @@ def restore_trained(workdir: str, step: int | None = None):
     if not os.path.isdir(ckpt_dir) or not os.listdir(ckpt_dir):
         raise FileNotFoundError(f"no checkpoint in {ckpt_dir}: train first with experiments.train "
                                 f"--workdir {workdir}")
-    tx = make_optimizer(config.optim.learning_rate, config.optim.warmup_steps, config.optim.grad_clip,
-                        config.optim.weight_decay, decay_steps=config.optim.decay_steps or None)
+    tx = build_optimizer(config)
     ckpt = Checkpointer(ckpt_dir, async_save=False)
     state, _, step = ckpt.restore(init_state(config, model, tx), step)
     ckpt.close()
