@@ -15,7 +15,7 @@ from absl import app, flags
 
 from jaxdiff.evaluation.evaluate import label_accuracy, sample_quality
 from jaxdiff.evaluation.grid import unique_path
-from jaxdiff.losses import full_vlb_bpd
+from jaxdiff.likelihood import full_vlb_bpd
 from jaxdiff.training.loop import build_pipeline, generate, load_classifier, model_fn_for, restore_trained, text_enabled
 
 FLAGS = flags.FLAGS

@@ -27,7 +27,7 @@ LN2 = 0.6931471805599453
 WEIGHTINGS = ("uniform", "simple", "snr", "min_snr", "edm", "likelihood", "elbo")
 LOSS_TYPES = ("mse", "vlb", "hybrid")
 VARIANCES = ("fixed_small", "fixed_large", "learned_range")
-T_SAMPLINGS = ("uniform", "edm_lognormal")
+T_SAMPLINGS = ("uniform", "edm_lognormal", "importance")
 
 
 def mean_flat(x):
@@ -166,6 +166,7 @@ class LossConfig:
     vlb_weight: float = 1e-3
     p_uncond: float = 0.0
     null_cond: Any = None
+    dequantize: bool = False
 
     def validate(self, schedule: Schedule):
         check_prediction(self.prediction)
@@ -182,6 +183,11 @@ class LossConfig:
                              "schedule or pass num_steps")
         if not 0.0 <= self.p_uncond < 1.0:
             raise ValueError(f"p_uncond must lie in [0, 1), got {self.p_uncond}")
+        if self.t_sampling == "importance" and (self.weighting in ("uniform", "simple")
+                                                 or self.grid_steps(schedule) is not None):
+            raise ValueError("t_sampling='importance' samples continuous t with density proportional to the "
+                             f"weighting; it needs a non-constant weighting (got {self.weighting!r}) and a "
+                             "continuous schedule without num_steps")
         if self.variance == "learned_range" and self.loss_type == "mse":
             raise ValueError("variance='learned_range' is trained by loss_type 'hybrid' or 'vlb'")
 
@@ -237,11 +243,60 @@ def output_factor(prediction: str, alpha, sigma):
             "score": lambda: sigma**2}[prediction]()
 
 
-def sample_times(cfg: LossConfig, schedule: Schedule, keys):
+class ImportanceSampler:
+    """Sample t in [t_min, 1] with density p(t) proportional to the eps-space weight ``w(t)`` and return the
+    importance weight w(t)/p(t), which is the constant integral of w (Song et al. 2021a, "Maximum
+    likelihood training of score-based diffusion models", Sec. 5: the likelihood weighting g^2 has high
+    variance under t ~ U; sampling t proportionally to it makes every example's weight equal).
+
+    The density is tabulated once on ``n`` cells uniform in u = log t (w ~ 1/t near 0 for VP) and is exactly
+    piecewise constant in u there, so the returned ratio w(t)/p(t) is exact and the loss stays unbiased
+    whatever the table's resolution.
+    """
+
+    def __init__(self, weight_fn: Callable, t_min: float, n: int = 2048):
+        import numpy as np
+
+        if not 0 < t_min < 1:
+            raise ValueError(f"importance sampling needs 0 < t_min < 1, got {t_min}")
+        self.log_t0 = float(np.log(t_min))
+        u = np.linspace(0.0, 1.0, n + 1)
+        mid = 0.5 * (u[1:] + u[:-1])
+        t_mid = np.exp(self.log_t0 * (1 - mid))
+        dens_u = np.asarray(jax.device_get(weight_fn(jnp.asarray(t_mid, jnp.float32))), np.float64)
+        dens_u = dens_u * t_mid * (-self.log_t0)  # w(t) dt/du
+        if not np.all(np.isfinite(dens_u)) or np.any(dens_u <= 0):
+            raise ValueError("importance sampling needs a positive, finite weighting on [t_min, 1]")
+        mass = dens_u / n
+        self.total = float(mass.sum())  # ~ integral of w over [t_min, 1]
+        self.cdf = np.concatenate([[0.0], np.cumsum(mass) / self.total]).astype(np.float32)
+        self.p_u = (dens_u / self.total).astype(np.float32)  # piecewise-constant density in u
+        self.n = n
+
+    def sample(self, r):
+        """t for uniform draws ``r`` in [0, 1) (inverse CDF)."""
+        cdf, n = jnp.asarray(self.cdf), self.n
+        cell = jnp.clip(jnp.searchsorted(cdf, r, side="right") - 1, 0, n - 1)
+        frac = (r - cdf[cell]) / jnp.maximum(cdf[cell + 1] - cdf[cell], 1e-30)
+        return jnp.exp(self.log_t0 * (1 - (cell + jnp.clip(frac, 0.0, 1.0)) / n))
+
+    def ratio(self, weight_fn, t):
+        """The importance weight w(t) / p(t) (close to ``total``; exact, so the estimate is unbiased)."""
+        u = 1 - jnp.log(t) / self.log_t0
+        cell = jnp.clip(jnp.floor(u * self.n).astype(jnp.int32), 0, self.n - 1)
+        p_t = jnp.asarray(self.p_u)[cell] / (t * (-self.log_t0))  # p(t) = p(u) du/dt
+        return weight_fn(t) / p_t
+
+
+def sample_times(cfg: LossConfig, schedule: Schedule, keys, importance: ImportanceSampler | None = None):
     """Per-example ``(t, s, step)``: on a grid of T steps, step ~ U{1..T}, t = step/T, s = t - 1/T;
-    else t ~ U(t_min, 1) (or EDM's log-normal sigma mapped through ``t_from_logsnr``)."""
+    else t ~ U(t_min, 1) (or EDM's log-normal sigma mapped through ``t_from_logsnr``, or t from the
+    weighting's own density: ``importance``)."""
     T = cfg.grid_steps(schedule)
     u = jax.vmap(lambda k: jax.random.uniform(jax.random.fold_in(k, 0)))(keys)
+    if cfg.t_sampling == "importance":
+        t = importance.sample(u)
+        return t, t, jnp.zeros_like(t, jnp.int32)
     if cfg.t_sampling == "edm_lognormal":
         n = jax.vmap(lambda k: jax.random.normal(jax.random.fold_in(k, 0)))(keys)
         log_sigma = cfg.edm_p_mean + cfg.edm_p_std * n
@@ -272,7 +327,11 @@ def make_loss(apply_fn: Callable, schedule: Schedule, **options) -> Callable:
         num_levels: the data's number of levels K (bits/dim and the decoder use it).
         num_steps: the VLB's time grid for continuous schedules (discrete ones use their T).
         t_min: smallest t for continuous-time MSE training.
-        t_sampling: ``uniform`` or ``edm_lognormal`` (ln sigma ~ N(P_mean, P_std^2)).
+        t_sampling: ``uniform``, ``edm_lognormal`` (ln sigma ~ N(P_mean, P_std^2)) or ``importance`` (t with
+          density proportional to the weighting, each example weighted by its integral; Song et al.
+          2021a's importance sampling for the likelihood weighting).
+        dequantize: add uniform noise over each of the ``num_levels`` bins to x0 (train a continuous
+          density for the probability-flow ODE likelihood of discrete data).
         p_uncond, null_cond: condition dropout for classifier-free guidance (the U-Net's null label is
           ``num_classes``).
     ``batch`` holds ``"x"`` ``[B, ...]`` in [-1, 1] and optionally ``"cond"``; ``key`` is one key or per-
@@ -281,13 +340,20 @@ def make_loss(apply_fn: Callable, schedule: Schedule, **options) -> Callable:
     cfg = LossConfig(**options)
     cfg.validate(schedule)
     T = cfg.grid_steps(schedule)
+    importance = None
+    if cfg.t_sampling == "importance":
+        importance = ImportanceSampler(lambda t: eps_weight(cfg, schedule, t), cfg.t_min)
 
     def loss_fn(params, batch, key):
         x0 = jnp.asarray(batch["x"])
         B, C = x0.shape[0], x0.shape[-1]
         D = x0[0].size
         keys = _per_example_keys(key, B)
-        t, s, step = sample_times(cfg, schedule, keys)
+        if cfg.dequantize:  # uniform noise over each level's bin (width 2/(K-1)): a continuous density
+            half = 1.0 / (cfg.num_levels - 1)
+            x0 = x0 + jax.vmap(lambda k, x: jax.random.uniform(jax.random.fold_in(k, 5), x.shape, x.dtype,
+                                                                -half, half))(keys, x0)
+        t, s, step = sample_times(cfg, schedule, keys, importance)
         eps = jax.vmap(lambda k, x: jax.random.normal(jax.random.fold_in(k, 1), x.shape, x.dtype))(keys, x0)
         alpha, sigma = schedule.alpha(t), schedule.sigma(t)
         x_t = q_sample(schedule, x0, t, eps)
@@ -301,6 +367,9 @@ def make_loss(apply_fn: Callable, schedule: Schedule, **options) -> Callable:
             mse = mean_flat((pred - target) ** 2)
             if cfg.weighting == "uniform":
                 w = jnp.ones_like(t)
+            elif importance is not None:  # w(t)/p(t) = the weighting's integral, times the output factor
+                w = importance.ratio(lambda t: eps_weight(cfg, schedule, t), t) \
+                    * output_factor(cfg.prediction, alpha, sigma)
             else:
                 w = eps_weight(cfg, schedule, t) * output_factor(cfg.prediction, alpha, sigma)
             loss = loss + w * mse
@@ -326,48 +395,3 @@ def make_loss(apply_fn: Callable, schedule: Schedule, **options) -> Callable:
         return loss.mean(), metrics
 
     return loss_fn
-
-
-def full_vlb_bpd(model_fn: Callable, schedule: Schedule, x0, key, *, num_steps: int | None = None,
-                 prediction: str = "eps", num_levels: int = 256, variance: str = "fixed_small",
-                 cond: Any = None):
-    """The variational bound of every example in bits/dim, summing all T terms (one noise draw per term).
-
-    ``-ELBO = KL(q(x_1|x0)||p(x_1)) + sum_{i} KL(q(x_{s_i}|x_{t_i},x0) || p(x_{s_i}|x_{t_i})) + decoder``
-    on the grid t_i = i/T (Ho et al. 2020 eq. 5; Kingma et al. 2021 eq. 11 for sigma(0) > 0).
-
-    Args:
-      model_fn: ``model_fn(x, t, cond) -> prediction`` (plus variance channels for ``learned_range``).
-      x0: ``[B, ...]`` data on ``num_levels`` levels in [-1, 1].
-    Returns:
-      dict with ``"total"``, ``"prior"``, ``"diffusion"``, ``"decoder"``, each ``[B]`` bits/dim.
-    """
-    if num_steps is None:
-        if not isinstance(schedule, DiscreteSchedule):
-            raise ValueError("full_vlb_bpd: a continuous schedule needs num_steps")
-        num_steps = schedule.num_steps
-    B, C, D = x0.shape[0], x0.shape[-1], x0[0].size
-    dec_first = schedule.sigma(jnp.zeros(())) <= 0
-
-    def step_term(i):
-        k = jax.random.fold_in(key, i)
-        t = jnp.full((B,), i / num_steps, x0.dtype)
-        s = jnp.full((B,), (i - 1) / num_steps, x0.dtype)
-        eps = jax.random.normal(k, x0.shape, x0.dtype)
-        x_t = q_sample(schedule, x0, t, eps)
-        out = model_fn(x_t, t, cond)
-        pred, var_values = out[..., :C], (out[..., C:] if out.shape[-1] > C else None)
-        x0_hat, _ = to_x0_eps(pred, prediction, x_t, schedule.alpha(t), schedule.sigma(t))
-        log_var = p_variance(schedule, s, t, var_values, variance)
-        term = vlb_term(schedule, x0, x_t, x0_hat, s, t, num_levels=num_levels, log_var=log_var,
-                        decoder=jnp.logical_and(dec_first, i == 1))
-        return term
-
-    terms = jax.lax.map(step_term, jnp.arange(1, num_steps + 1))  # [T, B]
-    eps0 = jax.random.normal(jax.random.fold_in(key, num_steps + 1), x0.shape, x0.dtype)
-    decoder = jnp.where(dec_first, terms[0], vdm_decoder_nll(schedule, x0, eps0, num_levels))
-    diffusion = terms.sum(0) - jnp.where(dec_first, terms[0], 0.0)
-    prior = prior_kl(schedule, x0)
-    to_bpd = 1.0 / (D * LN2)
-    return {"total": (prior + diffusion + decoder) * to_bpd, "prior": prior * to_bpd,
-            "diffusion": diffusion * to_bpd, "decoder": decoder * to_bpd}

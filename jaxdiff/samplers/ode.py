@@ -369,6 +369,32 @@ def sample_unipc(model_fn, schedule, x_T, key, *, num_steps: int, prediction: st
 # ---------------------------------------------------------------------------------------------------
 
 
+ODE_SOLVERS = ("tsit5", "dopri5", "dopri8", "heun", "bosh3")
+
+
+def diffrax_solver(name: str):
+    import diffrax
+
+    solvers = {"tsit5": diffrax.Tsit5, "dopri5": diffrax.Dopri5, "dopri8": diffrax.Dopri8,
+               "heun": diffrax.Heun, "bosh3": diffrax.Bosh3}
+    if name not in solvers:
+        raise ValueError(f"unknown ode solver {name!r}; allowed: {sorted(solvers)}")
+    return solvers[name]()
+
+
+def pf_ode_field(den, schedule):
+    """The probability-flow ODE as ``v(u, x_hat) = dx_hat/du = sigma_hat * eps_hat(alpha x_hat, t)`` in
+    u = log(sigma_hat), x_hat = x / alpha (sigma_hat = sigma / alpha): Song et al. 2021b eq. 13 after a
+    change of variables that makes it smooth for every schedule (DDIM is its Euler method)."""
+
+    def field(u, xh):
+        t = jnp.clip(schedule.t_from_logsnr(-2 * u), 0.0, 1.0)
+        _, eps = den(xh * schedule.alpha(t), t)
+        return jnp.exp(u) * eps
+
+    return field
+
+
 def sample_ode(model_fn, schedule, x_T, key, *, num_steps: int | None = None, prediction: str = "eps",
                rtol: float = 1e-5, atol: float = 1e-5, solver: str = "tsit5", t_max: float = 1.0,
                t_min=None, cond=None, max_steps: int = 4096, return_nfe: bool = False):
@@ -382,22 +408,16 @@ def sample_ode(model_fn, schedule, x_T, key, *, num_steps: int | None = None, pr
 
     from jaxdiff.samplers.timegrids import default_t_min
 
-    solvers = {"tsit5": diffrax.Tsit5, "dopri5": diffrax.Dopri5, "dopri8": diffrax.Dopri8,
-               "heun": diffrax.Heun, "bosh3": diffrax.Bosh3}
-    if solver not in solvers:
-        raise ValueError(f"unknown ode solver {solver!r}; allowed: {sorted(solvers)}")
+    ode_solver = diffrax_solver(solver)
     t_min = default_t_min(schedule) if t_min is None else t_min
     den, _ = setup(model_fn, schedule, x_T, 1, prediction, "uniform", t_max, t_min, cond)
     u0 = -lam(schedule, jnp.asarray(t_max, x_T.dtype))
     u1 = -lam(schedule, jnp.asarray(t_min, x_T.dtype))
-
-    def vector_field(u, xh, args):
-        t = jnp.clip(schedule.t_from_logsnr(-2 * u), 0.0, 1.0)
-        _, eps = den(xh * schedule.alpha(t), t)
-        return jnp.exp(u) * eps
+    vector_field = pf_ode_field(den, schedule)
 
     sol = diffrax.diffeqsolve(
-        diffrax.ODETerm(vector_field), solvers[solver](), t0=u0, t1=u1, dt0=(u1 - u0) / 32,
+        diffrax.ODETerm(lambda u, xh, args: vector_field(u, xh)), ode_solver, t0=u0, t1=u1,
+        dt0=(u1 - u0) / 32,
         y0=x_T / schedule.alpha(t_max), stepsize_controller=diffrax.PIDController(rtol=rtol, atol=atol),
         saveat=diffrax.SaveAt(t1=True), max_steps=max_steps)
     x = sol.ys[-1] * schedule.alpha(jnp.asarray(t_min, x_T.dtype))
