@@ -15,7 +15,9 @@ from absl import app, flags
 
 from jaxdiff.evaluation.evaluate import label_accuracy, sample_quality
 from jaxdiff.evaluation.grid import unique_path
-from jaxdiff.likelihood import full_vlb_bpd
+from jaxdiff.likelihood import full_vlb_bpd, ode_bpd
+from jaxdiff.samplers.timegrids import _zero_noise_at_zero
+from jaxdiff.schedules import is_discrete
 from jaxdiff.training.loop import build_pipeline, generate, load_classifier, model_fn_for, restore_trained, text_enabled
 
 FLAGS = flags.FLAGS
@@ -23,7 +25,10 @@ flags.DEFINE_string("workdir", None, "Training workdir.")
 flags.DEFINE_string("samples", None, ".npz of samples from experiments.sample (default: generate).")
 flags.DEFINE_string("sampler", None, "Sampler when generating (default: the config's).")
 flags.DEFINE_integer("num_steps", None, "Sampler steps when generating (default: the config's).")
-flags.DEFINE_bool("vlb", True, "Also compute the test bits/dim (all T steps of the VLB).")
+flags.DEFINE_bool("vlb", True, "Also compute the test bits/dim: the VLB over all T steps (discrete schedules) "
+                  "and the probability-flow ODE's (see --ode_bpd).")
+flags.DEFINE_bool("ode_bpd", None, "Test bits/dim of the probability-flow ODE with uniform dequantization and "
+                  "Hutchinson's estimator (default: on for continuous schedules).")
 flags.DEFINE_float("clip_x0", None, "Clip the implied x0 to [-c, c] at every step (0: off; default: "
                    "the config's sample.clip_x0).")
 flags.DEFINE_string("options", "{}", 'Extra sampler options as JSON, e.g. \'{"sigma_max": 80}\'.')
@@ -36,7 +41,8 @@ flags.mark_flags_as_required(["workdir"])
 
 
 def evaluate(workdir, samples_path=None, sampler=None, num_steps=None, vlb=True, clip_x0=None,
-             options=None, conditional=False, guidance_scale=1.0, classifier_workdir=None) -> dict:
+             options=None, conditional=False, guidance_scale=1.0, classifier_workdir=None,
+             ode=None) -> dict:
     config, model, schedule, params, step = restore_trained(workdir)
     sampler = sampler or config.sample.sampler
     num_steps = num_steps or config.sample.num_steps
@@ -64,11 +70,12 @@ def evaluate(workdir, samples_path=None, sampler=None, num_steps=None, vlb=True,
         from jaxdiff.models.text import digit_caption, tokenize
 
         gen_labels = tokenize([digit_caption(int(y), 0) for y in labels], config.text.max_len)
+    stats = {}
     if not samples_path:
         x = generate(config, model, schedule, params, sampler=sampler, num_steps=num_steps,
                      labels=gen_labels, guidance_scale=guidance_scale, classifier_fn=classifier_fn,
                      num_samples=config.eval.num_samples, batch_size=config.sample.batch_size, seed=1,
-                     clip_x0=clip_x0, **(options or {}))
+                     clip_x0=clip_x0, stats=stats, **(options or {}))
     train, test = build_pipeline(config, "train", 1), build_pipeline(config, "test", 1)
     data_dir = os.path.dirname(os.path.dirname(train.source.dataset_info.data_dir))
     m = sample_quality(x, train.all_images(), train.all_labels(), test.all_images(), test.all_labels(),
@@ -81,11 +88,15 @@ def evaluate(workdir, samples_path=None, sampler=None, num_steps=None, vlb=True,
                                              cache_name=f"{config.data.name}_{config.data.config}")
         m["guidance_scale"] = guidance_scale
         m["guidance"] = "classifier" if classifier_fn else "classifier-free"
-    m.update(step=step, sampler=sampler, num_steps=num_steps, options=options or {},
+    m.update(step=step, sampler=sampler, num_steps=num_steps, options=options or {}, **stats,
              clip_x0=clip_x0 if clip_x0 is not None else config.sample.get("clip_x0", None))
-    if vlb:
-        xt = (test.all_images()[: config.eval.vlb_examples].astype(np.float32)
-              / (config.data.num_levels - 1) * 2 - 1)
+    test_x = test.all_images().astype(np.float32) / (config.data.num_levels - 1) * 2 - 1
+    if ode is None:
+        ode = vlb and not is_discrete(schedule)
+    if ode:
+        m.update(test_ode_bpd(config, model, schedule, params, test_x))
+    if vlb and is_discrete(schedule):
+        xt = test_x[: config.eval.vlb_examples]
         fn = jax.jit(lambda p, x: full_vlb_bpd(model_fn_for(model, p), schedule, x, jax.random.PRNGKey(0),
                                                 prediction=config.diffusion.prediction,
                                                 num_levels=config.data.num_levels,
@@ -100,11 +111,28 @@ def evaluate(workdir, samples_path=None, sampler=None, num_steps=None, vlb=True,
     return m
 
 
+def test_ode_bpd(config, model, schedule, params, test_x) -> dict:
+    """Probability-flow ODE bits/dim of the first ``eval.ode_bpd_examples`` test images (dequantized;
+    Rademacher-Hutchinson; Tsit5 at rtol = atol = 1e-5; t_min = eval.ode_t_min, default 1e-5 where
+    sigma(0) = 0 (score_sde's eps), else 0)."""
+    n = config.eval.get("ode_bpd_examples", 300)
+    t_min = config.eval.get("ode_t_min", None)
+    if t_min is None:
+        t_min = 1e-5 if _zero_noise_at_zero(schedule) else 0.0
+    fn = jax.jit(lambda p, x, k: ode_bpd(model_fn_for(model, p), schedule, x, k,
+                                         num_levels=config.data.num_levels,
+                                         prediction=config.diffusion.prediction, t_min=t_min))
+    out = jax.device_get(fn(params, test_x[:n], jax.random.PRNGKey(0)))
+    bpd = np.asarray(out["bpd"])
+    return {"test_ode_bpd": float(bpd.mean()), "test_ode_bpd_se": float(bpd.std(ddof=1) / np.sqrt(len(bpd))),
+            "test_ode_nfe": int(out["nfe"]), "ode_t_min": t_min, "ode_examples": int(len(bpd))}
+
+
 def main(argv):
     del argv
     m = evaluate(FLAGS.workdir, FLAGS.samples, FLAGS.sampler, FLAGS.num_steps, FLAGS.vlb, FLAGS.clip_x0,
                  json.loads(FLAGS.options), FLAGS.conditional, FLAGS.guidance_scale,
-                 FLAGS.classifier_workdir)
+                 FLAGS.classifier_workdir, FLAGS.ode_bpd)
     print(json.dumps(m, indent=2))
 
 

@@ -18,3 +18,10 @@ def x64():
     """Run a test body in float64 (``jax_enable_x64``) and restore the default afterwards."""
     with jax.enable_x64(True):
         yield
+
+
+@pytest.fixture(scope="session")
+def data_dir(tmp_path_factory):
+    """One prepared offline data directory per test session (datasets and the cached feature network of
+    the evaluation are built once)."""
+    return str(tmp_path_factory.mktemp("data"))

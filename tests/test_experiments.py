@@ -14,10 +14,10 @@ from jaxdiff.training.loop import generate, restore_trained, train_and_evaluate
 
 
 @pytest.fixture(scope="module")
-def smoke(tmp_path_factory):
+def smoke(tmp_path_factory, data_dir):
     root = tmp_path_factory.mktemp("e2e")
     c = get_config("smoke")
-    c.data.data_dir = str(root / "data")
+    c.data.data_dir = data_dir
     wd = str(root / "run")
     c.train.num_steps = 3
     m1 = train_and_evaluate(c, wd)

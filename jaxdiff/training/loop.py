@@ -69,6 +69,10 @@ def build_model(config) -> tuple[UNet, UNetConfig]:
         if cfg.context_dim is None:
             raise ValueError("config.text.enabled needs model.context_dim (the text encoder's width)")
         return TextUNet(cfg, cfg.context_dim, text.layers, text.heads, text.max_len), cfg
+    if config.diffusion.get("input_scaling", False):
+        from jaxdiff.models.unet import InputScaledUNet
+
+        return InputScaledUNet(cfg, build_schedule(config)), cfg
     return UNet(cfg), cfg
 
 
@@ -112,7 +116,10 @@ def build_loss(config, model: UNet, schedule):
     return losses.make_loss(apply_fn, schedule, prediction=d.prediction, weighting=d.weighting,
                             loss_type=d.loss_type, variance=d.variance,
                             num_levels=config.data.num_levels,
-                            num_steps=None if is_discrete(schedule) else d.get("vlb_steps", None),
+                            num_steps=None if is_discrete(schedule) else
+                            (d.get("noise_levels", None) or d.get("vlb_steps", None)),
+                            t_min=d.get("t_min", 1e-5), t_sampling=d.get("t_sampling", "uniform"),
+                            dequantize=bool(config.data.get("dequantize", False)),
                             p_uncond=d.get("p_uncond", 0.0), null_cond=config.model.get("num_classes", None))
 
 
@@ -146,6 +153,8 @@ def make_sample_fn(config, model: UNet, schedule, *, sampler: str, num_steps: in
         raise ValueError(f"num_steps must be >= 1, got {num_steps}")
 
     clip = config.sample.get("clip_x0", None) if clip_x0 is None else clip_x0
+    if sampler == config.sample.get("sampler"):  # the config's options belong to the config's sampler
+        options = {**dict(config.sample.get("options", {}) or {}), **options}
 
     num_classes = config.model.get("num_classes", None)
     text_on = text_enabled(config)
@@ -361,8 +370,10 @@ def restore_trained(workdir: str, step: int | None = None):
 
 def generate(config, model, schedule, params, *, sampler: str, num_steps: int, num_samples: int,
              batch_size: int, seed: int, labels=None, clip_x0: float | None = None,
-             guidance_scale: float = 1.0, classifier_fn=None, **options) -> np.ndarray:
-    """``num_samples`` samples in [-1, 1] (numpy), in batches of one compiled sampler."""
+             guidance_scale: float = 1.0, classifier_fn=None, stats: dict | None = None,
+             **options) -> np.ndarray:
+    """``num_samples`` samples in [-1, 1] (numpy), in batches of one compiled sampler. For the adaptive
+    ``ode`` sampler, ``stats`` (a dict, if given) receives ``nfe``: the largest count over the batches."""
     batch_size = min(batch_size, num_samples)
     text_on = text_enabled(config)
     cfg_path = labels is not None and classifier_fn is None and (text_on or config.model.get("num_classes"))
@@ -374,6 +385,9 @@ def generate(config, model, schedule, params, *, sampler: str, num_steps: int, n
         bad = np.asarray(labels)[(np.asarray(labels) < 0) | (np.asarray(labels) >= (k or 0))]
         if bad.size:
             raise ValueError(f"unknown labels {bad[:5].tolist()}; allowed: 0..{(k or 0) - 1}")
+    adaptive = sampler == "ode" and stats is not None
+    if adaptive:
+        options["return_nfe"] = True
     fn = make_sample_fn(config, model, schedule, sampler=sampler, num_steps=num_steps,
                         num_samples=batch_size, clip_x0=clip_x0, classifier_fn=classifier_fn, **options)
     out = []
@@ -383,8 +397,11 @@ def generate(config, model, schedule, params, *, sampler: str, num_steps: int, n
             chunk = np.asarray(labels[i:i + batch_size])
             idx = np.arange(batch_size) % len(chunk)  # pad the last batch by repetition
             lab = jnp.asarray(chunk[idx])
-        out.append(np.asarray(fn(params, jax.random.fold_in(jax.random.PRNGKey(seed), i), lab,
-                                 jnp.asarray(guidance_scale, jnp.float32))))
+        x = fn(params, jax.random.fold_in(jax.random.PRNGKey(seed), i), lab, jnp.asarray(guidance_scale, jnp.float32))
+        if adaptive:
+            x, nfe = x
+            stats["nfe"] = max(stats.get("nfe", 0), int(nfe))
+        out.append(np.asarray(x))
     return np.concatenate(out)[:num_samples]
 
 
