@@ -429,3 +429,38 @@ def get_schedule(name: str, **kwargs) -> Schedule:
 
 def is_discrete(schedule: Schedule) -> bool:
     return isinstance(schedule, DiscreteSchedule)
+
+
+@flax.struct.dataclass
+class TimeWindow(Schedule):
+    """``base`` restricted to [t_lo, t_hi] and re-timed to [0, 1]: t' -> t = t_lo + (t_hi - t_lo) t'.
+
+    Any sampler run on it with ``t_max = 1, t_min = 0`` walks ``base`` from t_hi down to t_lo; the ends are
+    data (traced), so a ``lax.scan`` over windows (RePaint's segments) compiles once. The model is called
+    with ``to_base(t')``."""
+
+    base: Any
+    t_lo: Array
+    t_hi: Array
+
+    @property
+    def variance_preserving(self):
+        return self.base.variance_preserving
+
+    def to_base(self, t):
+        return self.t_lo + (self.t_hi - self.t_lo) * _asarray(t)
+
+    def log_alpha2(self, t):
+        return self.base.log_alpha2(self.to_base(t))
+
+    def log_sigma2(self, t):
+        return self.base.log_sigma2(self.to_base(t))
+
+    def logsnr(self, t):
+        return self.base.logsnr(self.to_base(t))
+
+    def t_from_logsnr(self, logsnr):
+        return (self.base.t_from_logsnr(logsnr) - self.t_lo) / (self.t_hi - self.t_lo)
+
+    def prior_std(self):
+        return self.base.prior_std()

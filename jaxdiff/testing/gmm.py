@@ -117,3 +117,51 @@ def numpy_log_prob(gmm: GaussianMixture, x, alpha, sigma):
     dens = sum(w[k] * multivariate_normal(alpha * mu[k], np.diag(alpha**2 * sd[k] ** 2 + sigma**2)).pdf(x)
                for k in range(len(w)))
     return np.log(dens)
+
+
+@flax.struct.dataclass
+class Gaussian:
+    """One Gaussian N(mean, cov) with a full covariance in ``d`` dimensions: exact eps/score/x0 under any
+    schedule (x_t ~ N(alpha mean, alpha^2 cov + sigma^2 I)) and the exact conditional of some coordinates
+    given the others, the reference for imputation (a correlated series: replacement is then biased)."""
+
+    mean: jax.Array  # [d]
+    cov: jax.Array  # [d, d]
+
+    def _inv_t(self, alpha, sigma):
+        lam, U = jnp.linalg.eigh(self.cov)
+        return lam, U, (U / (alpha**2 * lam + sigma**2)[..., None, :]) @ U.T
+
+    def model_fn(self, schedule: Schedule, prediction: str = "eps"):
+        from jaxdiff.parameterization import from_x0_eps
+
+        def fn(x, t, cond=None):
+            alpha, sigma = schedule.alpha(t), schedule.sigma(t)
+            a = jnp.broadcast_to(alpha, (x.shape[0],))[:, None]
+            s = jnp.broadcast_to(sigma, (x.shape[0],))[:, None]
+            xf = x.reshape(x.shape[0], -1)
+            lam, U = jnp.linalg.eigh(self.cov)
+            diff = (xf - a * self.mean) @ U  # eigenbasis
+            prec = 1.0 / (a**2 * lam + s**2)  # [B, d]
+            score = -(diff * prec) @ U.T
+            x0 = self.mean + ((a * lam * prec) * diff) @ U.T
+            eps = (-s * score).reshape(x.shape)
+            if prediction == "score":
+                return score.reshape(x.shape)
+            return from_x0_eps(x0.reshape(x.shape), eps, prediction, alpha, sigma)
+
+        return fn
+
+    def sample(self, key, n: int):
+        L = jnp.linalg.cholesky(self.cov)
+        return self.mean + jax.random.normal(key, (n, self.mean.shape[0]), self.mean.dtype) @ L.T
+
+    def conditional(self, known, x_known):
+        """Mean and covariance of the coordinates where ``known`` is False given ``x_known`` there
+        (Schur complement): ``(mean [d_u], cov [d_u, d_u])``."""
+        known = np.asarray(known, bool)
+        mu, S = np.asarray(self.mean, np.float64), np.asarray(self.cov, np.float64)
+        k, u = known, ~known
+        gain = S[np.ix_(u, k)] @ np.linalg.inv(S[np.ix_(k, k)])
+        mean = mu[u] + gain @ (np.asarray(x_known, np.float64)[k] - mu[k])
+        return mean, S[np.ix_(u, u)] - gain @ S[np.ix_(k, u)]
