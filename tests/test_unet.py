@@ -107,3 +107,24 @@ def test_bad_config(kw, match):
 def test_input_shape_check():
     with pytest.raises(ValueError, match="does not fit"):
         UNetConfig(**TINY).check_input((4, 16, 16, 1))
+
+
+def test_unet1d_is_shift_equivariant_in_the_interior():
+    """Without attention, a 1-D U-Net of 2 levels is equivariant to shifts by 2 (its stride) away from the
+    zero-padded ends: a wrong axis in any 1-D conv or resampling breaks this."""
+    from jaxdiff.models import UNet1D, unet1d_config
+
+    cfg = unet1d_config(128, 2, base_channels=8, channel_mult=(1, 2), num_res_blocks=1, attention_resolutions=(),
+                        num_groups=4, scale_shift=False)
+    m = UNet1D(cfg)
+    x = jnp.zeros((1, 128, 2)).at[:, 56:72].set(jax.random.normal(jax.random.key(0), (1, 16, 2)))
+    v = m.init(jax.random.key(1), x, jnp.zeros(1))
+    v = {"params": _perturb(v["params"])}
+    # A signal in the middle of zeros, shifted by 4 inside the zeros: every feature map is the same multiset
+    # of values (GroupNorm statistics unchanged) as long as the signal's influence stays off the padded ends.
+    t = jnp.full((1,), 0.3)
+    out, out_s = m.apply(v, x, t), m.apply(v, jnp.roll(x, 4, axis=1), t)
+    np.testing.assert_allclose(np.asarray(out_s[0, 44:84]), np.asarray(out[0, 40:80]), rtol=1e-4, atol=1e-5)
+    assert float(jnp.abs(out[0, 40:80] - out[0, 44:84]).max()) > 1e-2  # the output is not shift-invariant
+    with pytest.raises(ValueError, match="dims = 1"):
+        UNet1D(UNetConfig(**TINY)).init(jax.random.key(0), jnp.zeros((1, 16, 16, 1)), jnp.zeros(1))

@@ -4,6 +4,11 @@ first use into the data dir and read back with ``tfds.data_source``.
 ``digits``: scikit-learn's 8x8 handwritten digits (1797 images, 17 levels 0..16, labels 0-9); configs
 ``8`` (as shipped), ``16`` and ``32`` (bilinear upsampling, re-quantized to the 17 levels). The test split
 is every 6th image (300 images), the rest is train (1497).
+
+``series``: six real series that statsmodels ships (sunspots, CO2, El Nino, Nile, US unemployment and
+inflation; :mod:`jaxdiff.data.series`) as context-normalised windows ``[window, 1]`` (float32) with the
+series id as label; configs ``<window>_<horizon>`` (``32_8``, ``64_16``); train = windows before the last
+20% of each series, test = rolling forecast origins inside it.
 """
 
 from __future__ import annotations
@@ -60,4 +65,48 @@ class Digits(tfds.core.GeneratorBasedBuilder):
             yield int(i), {"image": im, "label": int(lab)}
 
 
-OFFLINE_BUILDERS = {"digits": Digits}
+class Series(tfds.core.GeneratorBasedBuilder):
+    """Windows of real time series (statsmodels datasets), normalised by their context."""
+
+    VERSION = tfds.core.Version("1.0.0")
+    BUILDER_CONFIGS = [tfds.core.BuilderConfig(name=n, description=f"window_horizon {n}")
+                       for n in ("32_8", "64_16")]
+
+    @property
+    def window_horizon(self) -> tuple[int, int]:
+        w, h = self.builder_config.name.split("_")
+        return int(w), int(h)
+
+    def _info(self):
+        from jaxdiff.data.series import SERIES_NAMES
+
+        w, _ = self.window_horizon
+        return tfds.core.DatasetInfo(
+            builder=self,
+            description="statsmodels time series as context-normalised windows",
+            features=tfds.features.FeaturesDict({
+                "series": tfds.features.Tensor(shape=(w, 1), dtype=np.float32),
+                "label": tfds.features.ClassLabel(names=list(SERIES_NAMES)),
+                "loc": tfds.features.Tensor(shape=(), dtype=np.float32),
+                "scale": tfds.features.Tensor(shape=(), dtype=np.float32),
+                "start": tfds.features.Tensor(shape=(), dtype=np.int32)}))
+
+    def _split_generators(self, dl_manager):
+        from jaxdiff.data.series import SERIES_NAMES, load_series, make_windows
+
+        w, h = self.window_horizon
+        parts = {"train": [], "test": []}
+        for i, name in enumerate(SERIES_NAMES):
+            tr, te = make_windows(load_series(name), w, h)
+            parts["train"].append((i, tr))
+            parts["test"].append((i, te))
+        return {k: self._generate_examples(v) for k, v in parts.items()}
+
+    def _generate_examples(self, parts):
+        for label, d in parts:
+            for j in range(len(d["z"])):
+                yield f"{label}_{j}", {"series": d["z"][j][:, None], "label": label, "loc": d["loc"][j],
+                                       "scale": d["scale"][j], "start": d["start"][j]}
+
+
+OFFLINE_BUILDERS = {"digits": Digits, "series": Series}

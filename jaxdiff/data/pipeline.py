@@ -40,7 +40,10 @@ def load_source(name: str, split: str, data_dir: Optional[str] = None, config: O
 
 
 def to_float(images: np.ndarray, num_levels: int) -> np.ndarray:
-    """K-level integers 0..K-1 -> [-1, 1] (the values the discretized decoder and bits/dim assume)."""
+    """K-level integers 0..K-1 -> [-1, 1] (the values the discretized decoder and bits/dim assume);
+    ``num_levels = 0`` marks continuous data (time series, audio), returned as float32 unchanged."""
+    if not num_levels:
+        return np.asarray(images, np.float32)
     return images.astype(np.float32) / (num_levels - 1) * 2.0 - 1.0
 
 

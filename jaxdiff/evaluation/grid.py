@@ -8,12 +8,39 @@ import os
 import numpy as np
 
 
+COLORS = ((31, 119, 180), (214, 39, 40), (44, 160, 44), (148, 103, 189))
+
+
+def plot_sequence(seq, height: int = 48, width: int = 96, split: int | None = None) -> np.ndarray:
+    """A line plot ``[height, width, 3]`` uint8 of one sequence ``[L, C]`` (channels in colours, range
+    fitted to the sequence); a grey line at position ``split`` (e.g. where a forecast starts)."""
+    from PIL import Image, ImageDraw
+
+    seq = np.asarray(seq, np.float64)
+    L = seq.shape[0]
+    lo, hi = float(seq.min()), float(seq.max())
+    span = max(hi - lo, 1e-6)
+    img = Image.new("RGB", (width, height), (255, 255, 255))
+    d = ImageDraw.Draw(img)
+    xs = np.linspace(1, width - 2, L)
+    if split is not None:
+        d.line([(xs[split], 0), (xs[split], height)], fill=(180, 180, 180))
+    for c in range(seq.shape[1]):
+        ys = (height - 3) - (seq[:, c] - lo) / span * (height - 5)
+        d.line(list(zip(xs.tolist(), ys.tolist())), fill=COLORS[c % len(COLORS)], width=1)
+    return np.asarray(img)
+
+
 def make_grid(x, ncol: int | None = None, pad: int = 1, scale: int | None = None) -> np.ndarray:
     """Tile images ``[N, H, W, C]`` in [-1, 1] into one uint8 image ``[H', W', C]`` (C = 1 or 3);
-    small images are enlarged by pixel repetition to at least 32 pixels."""
+    small images are enlarged by pixel repetition to at least 32 pixels. Sequences ``[N, L, C]`` (series,
+    audio) are drawn as line plots."""
     x = np.asarray(x, np.float32)
+    if x.ndim == 3:
+        x = np.stack([plot_sequence(s) for s in x]).astype(np.float32) / 127.5 - 1
+        scale = 1
     if x.ndim != 4:
-        raise ValueError(f"make_grid expects [N, H, W, C], got shape {x.shape}")
+        raise ValueError(f"make_grid expects images [N, H, W, C] or sequences [N, L, C], got shape {x.shape}")
     n, h, w, c = x.shape
     ncol = ncol or int(math.ceil(math.sqrt(n)))
     nrow = int(math.ceil(n / ncol))

@@ -115,7 +115,7 @@ def build_loss(config, model: UNet, schedule):
 
     return losses.make_loss(apply_fn, schedule, prediction=d.prediction, weighting=d.weighting,
                             loss_type=d.loss_type, variance=d.variance,
-                            num_levels=config.data.num_levels,
+                            num_levels=config.data.num_levels or 256,  # 0 = continuous data (MSE only)
                             num_steps=None if is_discrete(schedule) else
                             (d.get("noise_levels", None) or d.get("vlb_steps", None)),
                             t_min=d.get("t_min", 1e-5), t_sampling=d.get("t_sampling", "uniform"),
@@ -134,7 +134,7 @@ def build_pipeline(config, split: str = "train", batch_size: int | None = None) 
     src = load_source(config.data.name, split, config.data.data_dir or None,
                       config=config.data.get("config", None))
     return Pipeline(src, batch_size or config.optim.batch_size, config.data.num_levels, config.seed,
-                    random_flip=config.data.random_flip, process_index=jax.process_index(),
+                    image_key=config.data.get("key", "image"), random_flip=config.data.random_flip, process_index=jax.process_index(),
                     process_count=jax.process_count())
 
 
@@ -151,6 +151,7 @@ def make_sample_fn(config, model: UNet, schedule, *, sampler: str, num_steps: in
     sample_fn = samplers.get_sampler(sampler)
     if num_steps is None or num_steps < 1:
         raise ValueError(f"num_steps must be >= 1, got {num_steps}")
+    samplers.timegrids.check_steps(schedule, num_steps, options.get("spacing", "uniform"))  # before compiling
 
     clip = config.sample.get("clip_x0", None) if clip_x0 is None else clip_x0
     if sampler == config.sample.get("sampler"):  # the config's options belong to the config's sampler
