@@ -14,8 +14,6 @@ import json
 import os
 import time
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 from absl import app, flags
 
@@ -31,8 +29,7 @@ from jaxdiff.data.series import (
     split_index,
 )
 from jaxdiff.evaluation.grid import unique_path
-from jaxdiff.imputation import impute
-from jaxdiff.training.loop import model_fn_for, restore_trained
+from jaxdiff.training.loop import generate_imputed, restore_trained
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("workdir", None, "Training workdir of a series model.")
@@ -64,22 +61,11 @@ def forecast(workdir, sampler=None, num_steps=None, resample=None, num_samples=N
     x_known = np.repeat(win["series"] * known, S, axis=0)  # [N*S, W, 1]
     labels = np.repeat(win["label"].astype(np.int32), S)
 
-    @jax.jit
-    def run(params, x, y, key):
-        return impute(model_fn_for(model, params), schedule, x, jnp.asarray(known), key, sampler=sampler,
-                      num_steps=num_steps, resample=resample, jump_length=min(f.jump_length, num_steps),
-                      prediction=config.diffusion.prediction, cond=y)
-
     t0 = time.time()
-    out = []
-    for i in range(0, len(labels), batch_size):
-        xb, yb = x_known[i:i + batch_size], labels[i:i + batch_size]
-        pad = batch_size - len(yb)
-        if pad and i > 0:  # keep one compiled shape
-            xb, yb = np.concatenate([xb, xb[:pad]]), np.concatenate([yb, yb[:pad]])
-        out.append(np.asarray(run(params, jnp.asarray(xb), jnp.asarray(yb), jax.random.PRNGKey(i)))[: len(
-            labels[i:i + batch_size])])
-    z = np.concatenate(out)[:, C:, 0].reshape(N, S, H)
+    x = generate_imputed(config, model, schedule, params, x_known, known, sampler=sampler, num_steps=num_steps,
+                         resample=resample, jump_length=f.jump_length, batch_size=batch_size, seed=0,
+                         labels=labels)
+    z = x[:, C:, 0].reshape(N, S, H)
     seconds = time.time() - t0
     samples = z * win["scale"][:, None, None] + win["loc"][:, None, None]
     truth = win["series"][:, C:, 0] * win["scale"][:, None] + win["loc"][:, None]

@@ -30,7 +30,76 @@ flags.DEFINE_float("guidance_scale", 1.0, "Classifier-free guidance scale (1: pl
 flags.DEFINE_string("classifier_workdir", None, "Noise-aware classifier (experiments.train_classifier) for "
                     "classifier guidance; --guidance_scale is then the classifier scale.")
 flags.DEFINE_string("prompt", None, "Text prompt for a text-conditioned model (digits_text).")
+flags.DEFINE_enum("inpaint", None, ["right", "left", "bottom", "top", "center", "random"],
+                  "Inpainting: fill this region of test images (the rest is known); writes rows of [masked, "
+                  "original, 8 samples] for the first 10 test images (RePaint; --resample, --jump_length).")
+flags.DEFINE_integer("resample", 5, "RePaint passes per segment for --inpaint (1 = replacement only).")
+flags.DEFINE_integer("jump_length", 10, "RePaint steps per segment for --inpaint.")
 flags.mark_flags_as_required(["workdir"])
+
+
+def inpaint_mask(name: str, shape, seed: int = 0) -> np.ndarray:
+    """1 = known, 0 = to fill, for an image shape ``[H, W, C]`` (or a sequence ``[L, C]``)."""
+    m = np.ones(shape, np.float32)
+    if name in ("right", "bottom"):
+        ax = 1 if (name == "right" and len(shape) == 3) else 0
+        sl = [slice(None)] * len(shape)
+        sl[ax] = slice(shape[ax] // 2, None)
+        m[tuple(sl)] = 0
+    elif name in ("left", "top"):
+        ax = 1 if (name == "left" and len(shape) == 3) else 0
+        sl = [slice(None)] * len(shape)
+        sl[ax] = slice(None, shape[ax] // 2)
+        m[tuple(sl)] = 0
+    elif name == "center":
+        q = [s // 4 for s in shape[:-1]]
+        m[tuple(slice(a, s - a) for a, s in zip(q, shape[:-1]))] = 0
+    elif name == "random":
+        m = (np.random.default_rng(seed).random(shape[:-1] + (1,)) < 0.5).astype(np.float32) * m
+    else:
+        raise ValueError(f"unknown inpainting mask {name!r}")
+    return m
+
+
+def inpaint(config, model, schedule, params, step, sampler, num_steps, stem) -> str:
+    from jaxdiff.training.loop import build_pipeline, generate_imputed
+
+    test = build_pipeline(config, "test", 1)
+    n_img, per = 10, 8
+    x0 = np.stack([test.batch(i)["x"][0] for i in range(n_img)])
+    mask = inpaint_mask(FLAGS.inpaint, x0.shape[1:], FLAGS.seed)
+    known = np.repeat(x0, per, axis=0)
+    x = generate_imputed(config, model, schedule, params, known, mask, sampler=sampler, num_steps=num_steps,
+                         resample=FLAGS.resample, jump_length=FLAGS.jump_length, seed=FLAGS.seed,
+                         clip_x0=FLAGS.clip_x0, **json.loads(FLAGS.options))
+    masked = x0 * mask + (1 - mask) * -1.0
+    rows = np.concatenate([masked[:, None], x0[:, None], x.reshape((n_img, per) + x0.shape[1:])], axis=1)
+    png = save_grid(rows.reshape((-1,) + x0.shape[1:]), f"{stem}_inpaint_{FLAGS.inpaint}_r{FLAGS.resample}.png",
+                    ncol=per + 2)
+    npz = unique_path(f"{stem}_inpaint_{FLAGS.inpaint}_r{FLAGS.resample}.npz")
+    np.savez_compressed(npz, samples=x, known=known, mask=mask, step=step, sampler=sampler,
+                        num_steps=num_steps, resample=FLAGS.resample)
+    logging.info("step %d: wrote %s and %s", step, png, npz)
+    return npz
+
+
+def write_audio(config, x, stem: str, num: int = 4) -> list[str]:
+    """The first ``num`` samples as WAV files and one PNG: spectrograms of a training segment (left) and
+    of the samples."""
+    from PIL import Image
+
+    from jaxdiff.data.audio import spectrogram_image, write_wav
+    from jaxdiff.training.loop import build_pipeline
+
+    rate = config.data.rate
+    paths = [write_wav(f"{stem}_{i}.wav", x[i], rate) for i in range(min(num, len(x)))]
+    train = build_pipeline(config, "train", 1).batch(0)["x"][0]
+    specs = [spectrogram_image(train, rate)] + [spectrogram_image(x[i], rate) for i in range(min(num, len(x)))]
+    gap = np.full((specs[0].shape[0], 4), 255, np.uint8)
+    row = np.concatenate([p for s in specs for p in (s, gap)][:-1], axis=1)
+    png = unique_path(stem + "_spectrograms.png")
+    Image.fromarray(row).save(png)
+    return paths + [png]
 
 
 def main(argv):
@@ -39,6 +108,10 @@ def main(argv):
     sampler = FLAGS.sampler or config.sample.sampler
     num_steps = FLAGS.num_steps or config.sample.num_steps
     n = FLAGS.num_samples or config.sample.num_samples
+    if FLAGS.inpaint:
+        stem = FLAGS.out or os.path.join(FLAGS.workdir, "samples", f"{sampler}_{num_steps}")
+        print(inpaint(config, model, schedule, params, step, sampler, num_steps, stem))
+        return
     labels, classifier_fn = None, None
     if FLAGS.classifier_workdir:
         classifier_fn, clf_config = load_classifier(FLAGS.classifier_workdir)
@@ -68,6 +141,9 @@ def main(argv):
     npz = unique_path(stem + ".npz")
     np.savez_compressed(npz, samples=x, step=step, sampler=sampler, num_steps=num_steps, seed=FLAGS.seed)
     logging.info("step %d: wrote %s and %s", step, png, npz)
+    if config.data.name == "audio":
+        for path in write_audio(config, x, stem):
+            logging.info("wrote %s", path)
     print(npz)
 
 

@@ -9,7 +9,8 @@ any sampler and any data kind (image inpainting, time-series forecasting and gap
   segment is sampled, then noised back to its start with q(x_{t_hi} | x_{t_lo}) and sampled again,
   ``resample`` times in all, which lets the unknown part harmonise with the known one. ``resample=1`` is
   plain replacement. Segments run as a ``lax.scan`` over :class:`jaxdiff.schedules.TimeWindow`s, so
-  nothing is unrolled per step.
+  nothing is unrolled per step; each window's knots are the grid's times, so the sampler visits exactly
+  the steps it would visit without imputation.
 
 Both are approximations of the exact conditional p(x_unknown | x_known); tests measure their bias on a
 Gaussian where the conditional is closed form.
@@ -55,7 +56,7 @@ def replacement_model_fn(model_fn: Callable, schedule: Schedule, x_known, mask, 
 
 def impute(model_fn: Callable, schedule: Schedule, x_known, mask, key, *, sampler: str = "ddpm",
            num_steps: int = 100, resample: int = 1, jump_length: int = 10, prediction: str = "eps",
-           cond: Any = None, t_min: float | None = None, **options):
+           cond: Any = None, spacing: str = "uniform", t_min: float | None = None, **options):
     """Sample x with ``x[mask == 1] = x_known[mask == 1]`` from the model's conditional (approximately).
 
     Args:
@@ -63,7 +64,8 @@ def impute(model_fn: Callable, schedule: Schedule, x_known, mask, key, *, sample
       x_known: ``[B, ...]`` values (entries where mask = 0 are ignored).
       mask: 1 = known, 0 = sample; the data's shape or without the batch axis.
       sampler: any name in ``jaxdiff.samplers.SAMPLERS`` (``options`` go to it).
-      num_steps: sampler steps over the whole [t_min, 1] (a multiple of ``jump_length``).
+      num_steps: sampler steps over the whole [t_min, 1] (a multiple of ``jump_length``) on the grid of
+        ``time_grid(schedule, num_steps, spacing)`` (integer steps on a discrete schedule).
       resample: RePaint's r: passes over each segment (1 = replacement only).
       jump_length: RePaint's j: steps per segment.
     Returns: ``[B, ...]`` with the known entries equal to ``x_known``.
@@ -76,15 +78,18 @@ def impute(model_fn: Callable, schedule: Schedule, x_known, mask, key, *, sample
     if num_steps % jump_length:
         raise ValueError(f"num_steps={num_steps} must be a multiple of jump_length={jump_length}")
     n_seg = num_steps // jump_length
-    bounds = time_grid(schedule, n_seg, "uniform", 1.0, t_min).astype(x_known.dtype)  # [n_seg + 1]
+    grid = time_grid(schedule, num_steps, spacing, 1.0, t_min).astype(x_known.dtype)  # [num_steps + 1], down
+    knots = grid[::-1].reshape(-1)[: n_seg * jump_length + 1]  # increasing
+    seg_knots = jnp.stack([knots[k * jump_length:(k + 1) * jump_length + 1] for k in range(n_seg)])[::-1]
     mask = jnp.broadcast_to(jnp.asarray(mask, x_known.dtype), x_known.shape)
     k_prior, k_rep, k_run = jax.random.split(key, 3)
     mf = replacement_model_fn(model_fn, schedule, x_known, mask, k_rep)
     run = get_sampler(sampler)
 
     def segment(x, inp):
-        t_hi, t_lo, i = inp
-        win = TimeWindow(schedule, t_lo, t_hi)
+        kn, i = inp
+        t_lo, t_hi = kn[0], kn[-1]
+        win = TimeWindow(schedule, kn)
         win_mf = lambda x, tp, c=None: mf(x, win.to_base(tp), c)
 
         def one_pass(r, x):
@@ -99,5 +104,5 @@ def impute(model_fn: Callable, schedule: Schedule, x_known, mask, key, *, sample
         return jax.lax.fori_loop(0, resample, one_pass, x), None
 
     x = prior_sample(schedule, k_prior, x_known.shape, x_known.dtype)
-    x, _ = jax.lax.scan(segment, x, (bounds[:-1], bounds[1:], jnp.arange(n_seg)))
+    x, _ = jax.lax.scan(segment, x, (seg_knots, jnp.arange(n_seg)))
     return mask * x_known + (1 - mask) * x

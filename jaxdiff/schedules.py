@@ -433,22 +433,27 @@ def is_discrete(schedule: Schedule) -> bool:
 
 @flax.struct.dataclass
 class TimeWindow(Schedule):
-    """``base`` restricted to [t_lo, t_hi] and re-timed to [0, 1]: t' -> t = t_lo + (t_hi - t_lo) t'.
+    """``base`` on a window of its time, re-timed to [0, 1]: t' -> t by piecewise-linear interpolation
+    through ``knots`` (increasing base times ``[K + 1]``, t' = k / K at knot k).
 
-    Any sampler run on it with ``t_max = 1, t_min = 0`` walks ``base`` from t_hi down to t_lo; the ends are
+    A sampler run on it with ``num_steps = K``, ``t_max = 1``, ``t_min = 0`` visits exactly the knots
+    (integer steps of a discrete schedule stay integer); two knots give an affine window. The knots are
     data (traced), so a ``lax.scan`` over windows (RePaint's segments) compiles once. The model is called
     with ``to_base(t')``."""
 
     base: Any
-    t_lo: Array
-    t_hi: Array
+    knots: Array
 
     @property
     def variance_preserving(self):
         return self.base.variance_preserving
 
+    def _u(self):
+        return jnp.linspace(0.0, 1.0, self.knots.shape[0]).astype(self.knots.dtype)
+
     def to_base(self, t):
-        return self.t_lo + (self.t_hi - self.t_lo) * _asarray(t)
+        t = _asarray(t)
+        return jnp.interp(t, self._u(), self.knots).astype(t.dtype)
 
     def log_alpha2(self, t):
         return self.base.log_alpha2(self.to_base(t))
@@ -460,7 +465,7 @@ class TimeWindow(Schedule):
         return self.base.logsnr(self.to_base(t))
 
     def t_from_logsnr(self, logsnr):
-        return (self.base.t_from_logsnr(logsnr) - self.t_lo) / (self.t_hi - self.t_lo)
+        return jnp.interp(self.base.t_from_logsnr(logsnr), self.knots, self._u())
 
     def prior_std(self):
         return self.base.prior_std()

@@ -7,7 +7,6 @@ import os
 
 import numpy as np
 
-
 COLORS = ((31, 119, 180), (214, 39, 40), (44, 160, 44), (148, 103, 189))
 
 

@@ -130,12 +130,24 @@ def build_optimizer(config):
                           decay_steps=o.decay_steps or None)
 
 
+def build_source(config, split: str):
+    """The data source of ``config.data``: a TFDS (or offline) dataset, or a WAV folder (``name = "audio"``;
+    ``audio_dir`` empty means synthetic tones written into the data dir)."""
+    d = config.data
+    if d.name == "audio":
+        from jaxdiff.data.audio import load_wav_folder, make_tones
+        from jaxdiff.data.pipeline import default_data_dir
+
+        folder = d.get("audio_dir", "") or make_tones(os.path.join(d.data_dir or default_data_dir(), "tones"))
+        return load_wav_folder(folder, split, rate=d.rate, length=d.length, channels=config.model.in_channels)
+    return load_source(d.name, split, d.data_dir or None, config=d.get("config", None))
+
+
 def build_pipeline(config, split: str = "train", batch_size: int | None = None) -> Pipeline:
-    src = load_source(config.data.name, split, config.data.data_dir or None,
-                      config=config.data.get("config", None))
+    src = build_source(config, split)
     return Pipeline(src, batch_size or config.optim.batch_size, config.data.num_levels, config.seed,
-                    image_key=config.data.get("key", "image"), random_flip=config.data.random_flip, process_index=jax.process_index(),
-                    process_count=jax.process_count())
+                    image_key=config.data.get("key", "image"), random_flip=config.data.random_flip,
+                    process_index=jax.process_index(), process_count=jax.process_count())
 
 
 def make_sample_fn(config, model: UNet, schedule, *, sampler: str, num_steps: int, num_samples: int,
@@ -404,6 +416,40 @@ def generate(config, model, schedule, params, *, sampler: str, num_steps: int, n
             stats["nfe"] = max(stats.get("nfe", 0), int(nfe))
         out.append(np.asarray(x))
     return np.concatenate(out)[:num_samples]
+
+
+def generate_imputed(config, model, schedule, params, x_known, mask, *, sampler: str, num_steps: int,
+                     resample: int = 1, jump_length: int = 10, batch_size: int = 500, seed: int = 0,
+                     labels=None, clip_x0: float | None = None, **options) -> np.ndarray:
+    """Imputation (:func:`jaxdiff.imputation.impute`: replacement + RePaint) of ``x_known [N, ...]`` where
+    ``mask`` (the data's shape without the batch axis; 1 = known) is 0, in batches of one compiled call."""
+    from jaxdiff.imputation import check_mask, impute
+
+    x_known = np.asarray(x_known, np.float32)
+    check_mask(x_known, mask)
+    if labels is not None and not config.model.get("num_classes"):
+        raise ValueError("labels need a class-conditional model (model.num_classes)")
+    jump_length = min(jump_length, num_steps)
+    samplers.timegrids.check_steps(schedule, num_steps // jump_length, "uniform")
+    clip = config.sample.get("clip_x0", None) if clip_x0 is None else clip_x0
+    batch_size = min(batch_size, len(x_known))
+    mask = jnp.asarray(mask, jnp.float32)
+
+    @jax.jit
+    def run(params, x, y, key):
+        mf = model_fn_for(model, params)
+        if clip:
+            mf = clip_x0_model_fn(mf, schedule, config.diffusion.prediction, clip)
+        return impute(mf, schedule, x, mask, key, sampler=sampler, num_steps=num_steps, resample=resample,
+                      jump_length=jump_length, prediction=config.diffusion.prediction, cond=y, **options)
+
+    out = []
+    for i in range(0, len(x_known), batch_size):
+        idx = np.arange(i, i + batch_size) % len(x_known)  # pad the last batch by repetition
+        y = None if labels is None else jnp.asarray(np.asarray(labels)[idx], jnp.int32)
+        x = run(params, jnp.asarray(x_known[idx]), y, jax.random.fold_in(jax.random.PRNGKey(seed), i))
+        out.append(np.asarray(x)[: len(x_known) - i])
+    return np.concatenate(out)
 
 
 # ---------------------------------------------------------------------------------------------------

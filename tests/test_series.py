@@ -1,0 +1,90 @@
+"""Time series: windows and their time split, the baselines against statsmodels, CRPS against closed forms
+and brute force, the offline builder, and forecasting end to end."""
+
+import numpy as np
+import pytest
+from scipy import integrate, stats
+
+from jaxdiff.data import series as TS
+
+
+def test_windows_split_by_time_and_normalise_by_context():
+    v = np.sin(np.arange(200) / 3.0) * 5 + np.arange(200) * 0.1 + 20
+    tr, te = TS.make_windows(v, 32, 8, test_frac=0.2)
+    split = TS.split_index(200, 0.2)
+    assert (tr["start"] + 32 <= split).all() and len(tr["start"]) == split - 32 + 1
+    origins = te["start"] + 24
+    assert origins[0] == split and (np.diff(origins) == 8).all() and origins[-1] + 8 <= 200
+    for d in (tr, te):
+        for j in (0, len(d["start"]) - 1):
+            s = d["start"][j]
+            np.testing.assert_allclose(d["z"][j] * d["scale"][j] + d["loc"][j], v[s:s + 32], rtol=1e-5)
+            ctx = v[s:s + 24]
+            np.testing.assert_allclose([d["loc"][j], d["scale"][j]], [ctx.mean(), ctx.std()], rtol=1e-5)
+
+
+def test_bad_windows():
+    with pytest.raises(ValueError, match="too short"):
+        TS.make_windows(np.arange(30.0), 32, 8)
+    with pytest.raises(ValueError, match="horizon"):
+        TS.make_windows(np.arange(300.0), 32, 32)
+    with pytest.raises(ValueError, match="unknown series"):
+        TS.load_series("wind")
+
+
+def test_seasonal_naive():
+    h = np.arange(30.0)
+    np.testing.assert_array_equal(TS.seasonal_naive(h, 5, 12), [18, 19, 20, 21, 22])
+    np.testing.assert_array_equal(TS.seasonal_naive(h, 14, 12)[12:], [18, 19])  # wraps to the last season
+    np.testing.assert_array_equal(TS.seasonal_naive(h, 3, None), [29, 29, 29])
+
+
+def test_ar_forecast_matches_statsmodels():
+    from statsmodels.tsa.ar_model import AutoReg
+
+    y = TS.load_series("sunspots")
+    train = y[:247]
+    const, coefs, sigma2 = TS.fit_ar(train, max_lag=12)
+    lags = list(np.nonzero(coefs)[0] + 1)
+    res = AutoReg(train, lags=lags, trend="c").fit()
+    pred = res.get_prediction(start=247, end=247 + 7, dynamic=True)
+    mean, std = TS.ar_forecast(train, 8, const, coefs, sigma2)
+    np.testing.assert_allclose(mean, pred.predicted_mean, rtol=1e-8)
+    np.testing.assert_allclose(std, np.sqrt(pred.var_pred_mean), rtol=1e-6)
+
+
+def test_crps():
+    rng = np.random.default_rng(0)
+    s = rng.normal(size=(50, 3))
+    y = np.array([0.3, -1.0, 2.0])
+    brute = np.abs(s - y).mean(0) - 0.5 * np.abs(s[:, None] - s[None]).sum((0, 1)) / (50 * 49)
+    np.testing.assert_allclose(TS.crps_samples(s, y), brute, rtol=1e-12)
+    # Gaussian closed form vs the definition int (F(x) - 1{x >= y})^2 dx.
+    m, sd, yy = 0.4, 1.7, 1.1
+    num = integrate.quad(lambda x: (stats.norm.cdf(x, m, sd) - (x >= yy)) ** 2, -30, 30, points=[yy])[0]
+    np.testing.assert_allclose(TS.crps_gaussian(m, sd, yy), num, rtol=1e-7)
+    big = rng.normal(m, sd, size=(20000, 1))
+    np.testing.assert_allclose(TS.crps_samples(big, np.array([yy]))[0], num, rtol=0.02)
+
+
+def test_builder_and_forecast_end_to_end(tmp_path, data_dir):
+    from experiments.configs.series_ddpm import get_config
+    from experiments.forecast import forecast
+    from jaxdiff.data import load_source
+    from jaxdiff.training.loop import train_and_evaluate
+
+    src = load_source("series", "test", data_dir, config="32_8")
+    ex = src[0]
+    assert ex["series"].shape == (32, 1) and ex["series"].dtype == np.float32
+    labels = {int(src[i]["label"]) for i in range(len(src))}
+    assert labels == set(range(len(TS.SERIES)))
+    c = get_config("smoke")
+    c.data.data_dir = data_dir
+    c.train.num_steps, c.train.checkpoint_every, c.train.sample_every = 2, 2, 2
+    wd = str(tmp_path / "series")
+    train_and_evaluate(c, wd)
+    res = forecast(wd, num_samples=3)
+    assert [r["series"] for r in res["series"]] == list(TS.SERIES_NAMES)
+    for r in res["series"]:
+        for k in ("crps_diff", "crps_naive", "crps_ar", "mse_diff"):
+            assert np.isfinite(r[k]) and r[k] >= 0, (r["series"], k)
