@@ -3,6 +3,11 @@
     python -m experiments.train --config experiments/configs/digits_ddpm.py --workdir runs/digits
 
 Resumes from the latest checkpoint in --workdir; refuses a workdir that holds another config's run.
+
+Many hosts: run the same command on every host with ``--coordinator=auto`` (TPU VM slices, SLURM) or
+``--coordinator=host0:1234 --num_processes=N --process_id=i`` (or the environment variables
+JAXDIFF_COORDINATOR / JAXDIFF_NUM_PROCESSES / JAXDIFF_PROCESS_ID); ``--config.parallel.mode=mesh
+--config.parallel.fsdp=8`` shards params and optimizer state over 8 devices.
 """
 
 from absl import app, flags, logging
@@ -13,6 +18,10 @@ from jaxdiff.training.loop import train_and_evaluate
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Experiment config file.", lock_config=True)
 flags.DEFINE_string("workdir", None, "Directory for checkpoints, samples and TensorBoard logs.")
+flags.DEFINE_string("coordinator", None, "host:port of process 0 for multi-process runs, or 'auto'.")
+flags.DEFINE_integer("num_processes", None, "Number of processes (multi-process runs).")
+flags.DEFINE_integer("process_id", None, "This process's index (multi-process runs).")
+flags.DEFINE_integer("heartbeat_timeout", 100, "Seconds after which a dead process stops all others.")
 flags.mark_flags_as_required(["config", "workdir"])
 
 
@@ -33,6 +42,10 @@ def main(argv):
         raise app.UsageError(f"unexpected arguments {argv[1:]}")
     logging.set_verbosity(logging.INFO)
     quiet_orbax()
+    from jaxdiff.training.parallel import initialize
+
+    initialize(FLAGS.coordinator, FLAGS.num_processes, FLAGS.process_id,
+               heartbeat_timeout_s=FLAGS.heartbeat_timeout)
     metrics = train_and_evaluate(FLAGS.config, FLAGS.workdir)
     logging.info("finished: %s", metrics)
 

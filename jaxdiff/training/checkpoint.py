@@ -25,6 +25,11 @@ class CheckpointMismatchError(ValueError):
     pass
 
 
+def _flat_meta(tree) -> dict:
+    flat = jax.tree_util.tree_flatten_with_path(tree, is_leaf=lambda x: hasattr(x, "shape"))[0]
+    return {jax.tree_util.keystr(p): v for p, v in flat}
+
+
 def _flat_shapes(tree) -> dict[str, tuple]:
     flat = jax.tree_util.tree_flatten_with_path(tree)[0]
     return {jax.tree_util.keystr(p): tuple(np.shape(v)) for p, v in flat}
@@ -59,7 +64,11 @@ class Checkpointer:
             return False
         if step in self.manager.all_steps():
             return False
-        state_dict = flax.serialization.to_state_dict(jax.device_get(state))
+        sharded = any(isinstance(x, jax.Array) and not x.is_fully_addressable
+                      for x in jax.tree_util.tree_leaves(state))
+        # Sharded global arrays are written by all processes together (each its own shards); one-host
+        # states are copied to host first (the step donates their device buffers).
+        state_dict = flax.serialization.to_state_dict(state if sharded else jax.device_get(state))
         return self.manager.save(step, args=ocp.args.Composite(
             state=ocp.args.StandardSave(state_dict), meta=ocp.args.JsonSave(meta)), force=True)
 
@@ -78,7 +87,7 @@ class Checkpointer:
         for s in steps:
             try:
                 restored = self.manager.restore(s, args=ocp.args.Composite(
-                    state=ocp.args.StandardRestore(), meta=ocp.args.JsonRestore()))
+                    state=ocp.args.StandardRestore(self._abstract(target)), meta=ocp.args.JsonRestore()))
             except Exception as e:  # an unreadable checkpoint: fall back to the previous one
                 log.warning("checkpoint %d in %s is unreadable (%s); trying the previous one", s,
                             self.directory, e)
@@ -88,6 +97,35 @@ class Checkpointer:
             state = flax.serialization.from_state_dict(target, restored["state"])
             return state, dict(restored["meta"]), s
         raise FileNotFoundError(f"no readable checkpoint in {self.directory}: {errors}")
+
+    def _abstract(self, target):
+        """Restore into the target's shardings where it holds sharded jax Arrays (every process reads its
+        shards); else (host or single-device state) restore plain arrays as before. Shapes are checked
+        after reading, against the target, with the parameter named."""
+        leaves = jax.tree_util.tree_leaves(target)
+        if not any(isinstance(x, jax.Array) and len(x.sharding.device_set) > 1 for x in leaves):
+            return None
+        have = self._shapes_on_disk()
+        sd = flax.serialization.to_state_dict(target)
+        flat, tree = jax.tree_util.tree_flatten_with_path(sd)
+        out = []
+        for path, x in flat:
+            name = jax.tree_util.keystr(path)
+            if name in have and have[name] != tuple(np.shape(x)):
+                raise CheckpointMismatchError(
+                    f"checkpoint in {self.directory} does not match the model: parameter {name} has shape "
+                    f"{have[name]} in the checkpoint but {tuple(np.shape(x))} in the model")
+            out.append(jax.ShapeDtypeStruct(np.shape(x), x.dtype, sharding=x.sharding)
+                       if isinstance(x, jax.Array) else x)
+        return jax.tree_util.tree_unflatten(tree, out)
+
+    def _shapes_on_disk(self) -> dict:
+        try:
+            step = self.manager.latest_step()
+            meta = self.manager.item_metadata(step)["state"]
+            return {k: tuple(v.shape) for k, v in _flat_meta(meta).items()}
+        except Exception:  # metadata layout differs across orbax versions: skip the early check
+            return {}
 
     def _check_shapes(self, target, restored_dict, step):
         want = _flat_shapes(flax.serialization.to_state_dict(target))

@@ -26,6 +26,7 @@ from jaxdiff.guidance import cfg, classifier_guidance
 from jaxdiff.models import UNet, UNetConfig
 from jaxdiff.parameterization import clip_x0_model_fn
 from jaxdiff.schedules import get_schedule, is_discrete
+from jaxdiff.training import parallel
 from jaxdiff.training.checkpoint import Checkpointer
 from jaxdiff.training.state import create_train_state, make_optimizer
 from jaxdiff.training.step import make_train_step
@@ -33,7 +34,8 @@ from jaxdiff.training.step import make_train_step
 log = logging.getLogger("jaxdiff.train")
 
 # Fields that may change between a run and its resumption (everything else must match).
-RESUMABLE_FIELDS = ("train.num_steps", "train.log_every", "train.sample_every", "sample", "eval")
+RESUMABLE_FIELDS = ("train.num_steps", "train.log_every", "train.sample_every", "sample", "eval", "parallel",
+                    "distributed")
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -127,7 +129,7 @@ def build_optimizer(config):
     """The optimizer of ``config.optim`` (the same one for training and for restoring its checkpoints)."""
     o = config.optim
     return make_optimizer(o.learning_rate, o.warmup_steps, o.grad_clip, o.weight_decay,
-                          decay_steps=o.decay_steps or None)
+                          decay_steps=o.decay_steps or None, name=o.get("optimizer", "adamw"))
 
 
 def build_source(config, split: str):
@@ -241,6 +243,22 @@ def load_config(workdir: str) -> ml_collections.ConfigDict:
 # ---------------------------------------------------------------------------------------------------
 
 
+def parallel_mode(config) -> str:
+    """``config.parallel.mode``: ``pmap`` (replicated params, one process), ``mesh`` (jit over a device mesh,
+    FSDP-sharded state; any number of processes), or ``auto``: mesh for multi-process runs, pmap for several
+    local devices, plain jit for one."""
+    mode = config.get("parallel", {}).get("mode", "auto")
+    if mode not in parallel.MODES:
+        raise ValueError(f"unknown parallel.mode {mode!r}; allowed: {list(parallel.MODES)}")
+    if mode == "auto":
+        if jax.process_count() > 1:
+            return "mesh"
+        return "pmap" if jax.local_device_count() > 1 else "jit"
+    if mode == "pmap" and jax.process_count() > 1:
+        raise ValueError("parallel.mode='pmap' feeds local devices only; use 'mesh' for multi-process runs")
+    return mode
+
+
 def _replicate(tree, n):
     return jax.tree_util.tree_map(lambda a: jnp.broadcast_to(a, (n,) + a.shape), tree)
 
@@ -278,9 +296,23 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
     check_workdir(config, workdir)
 
     tx = build_optimizer(config)
-    state = init_state(config, model, tx)
+    mode = parallel_mode(config)
     ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), save_every=config.train.checkpoint_every,
                         keep=config.train.keep_checkpoints)
+    step_fn = make_train_step(loss_fn, tx, ema_decay=config.optim.ema_decay,
+                              axis_name="batch" if mode == "pmap" else None, steps_per_jit=k)
+    if mode == "mesh":  # jit over a Mesh on global arrays, FSDP-sharded state
+        par = config.get("parallel", {})
+        mesh = parallel.make_mesh(par.get("data", -1), par.get("fsdp", 1))
+        state_sh = parallel.state_shardings(jax.eval_shape(lambda: init_state(config, model, tx)), mesh)
+        state = jax.jit(lambda: init_state(config, model, tx), out_shardings=state_sh)()
+        b_sh = parallel.batch_sharding(mesh)
+        if k > 1:
+            b_sh = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(None, ("data", "fsdp")))
+        p_step = jax.jit(step_fn, in_shardings=(state_sh, b_sh), out_shardings=(state_sh, parallel.replicated(mesh)),
+                         donate_argnums=(0,))
+    else:
+        state = init_state(config, model, tx)
     start = 0
     if ckpt.latest_step() is not None:
         state, meta, start = ckpt.restore(state)
@@ -288,13 +320,11 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
 
     use_labels = bool(config.data.use_labels)
 
-    pmapped = n_dev > 1
-    step_fn = make_train_step(loss_fn, tx, ema_decay=config.optim.ema_decay,
-                              axis_name="batch" if pmapped else None, steps_per_jit=k)
+    pmapped = mode == "pmap"
     if pmapped:
         p_step = jax.pmap(step_fn, axis_name="batch", donate_argnums=(0,))
         state = _replicate(state, n_dev)
-    else:
+    elif mode == "jit":
         p_step = jax.jit(step_fn, donate_argnums=(0,))
 
     text_cfg = config.get("text", None)
@@ -313,22 +343,27 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
             ax = 1 if k > 1 else 0
             b = jax.tree_util.tree_map(
                 lambda v: np.moveaxis(v.reshape(v.shape[:ax] + (n_dev, -1) + v.shape[ax + 1:]), ax, 0), b)
+        elif mode == "mesh":  # this process's rows -> global arrays
+            b = parallel.global_batch(b, b_sh)
         return b
 
     writer = writers.create_default_writer(workdir, just_logging=jax.process_index() > 0)
     grid_fn = make_sample_fn(config, model, schedule, sampler=config.sample.sampler,
-                             num_steps=config.sample.num_steps, num_samples=config.train.num_grid_samples)
+                             num_steps=config.sample.num_steps, num_samples=config.train.num_grid_samples) \
+        if config.train.num_grid_samples else None
     host_state = lambda: _unreplicate(state) if pmapped else state
 
     def write_samples(step):
+        if not config.train.num_grid_samples:
+            return
         s = host_state()
-        x = np.asarray(grid_fn(s.ema_params, jax.random.fold_in(jax.random.PRNGKey(config.seed + 7), step)))
+        x = parallel.to_host(grid_fn(s.ema_params, jax.random.fold_in(jax.random.PRNGKey(config.seed + 7), step)))
         if jax.process_index() == 0:
             path = save_grid(x, os.path.join(workdir, "samples", f"grid_{step:07d}.png"))
             writer.write_images(step, {"samples": make_grid(x)[None]})
             log.info("wrote %s", path)
 
-    metrics = {}
+    metrics, history = {}, []
     t0, last_log = time.time(), start
     bar = tqdm(total=config.train.num_steps, initial=start, desc="train", unit="step",
                disable=jax.process_index() > 0, mininterval=2.0)
@@ -340,6 +375,7 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
         if step % config.train.log_every < k or step == config.train.num_steps:
             m = jax.device_get(_unreplicate(m) if pmapped else m)
             metrics = {key: float(v) for key, v in m.items()}
+            history.append((step, metrics["loss"]))
             rate = (step - last_log) / max(time.time() - t0, 1e-9)
             metrics["steps_per_sec"] = rate
             writer.write_scalars(step, metrics)
@@ -355,6 +391,7 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
     ckpt.close()
     writer.close()
     metrics["step"] = step
+    metrics["history"] = history  # (step, loss) at every log step of this call
     return metrics
 
 

@@ -25,11 +25,18 @@ class TrainState:
     skipped: jax.Array  # int32 [], updates skipped for a non-finite loss or gradient
 
 
+OPTIMIZERS = ("adamw", "sgd")
+
+
 def make_optimizer(learning_rate: float = 2e-4, warmup_steps: int = 5000, grad_clip: float = 1.0,
                    weight_decay: float = 0.0, b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8,
-                   decay_steps: int | None = None) -> optax.GradientTransformation:
-    """AdamW with linear warm-up (DDPM: lr 2e-4, 5000 warm-up steps, clip 1.0), optional cosine decay.
-    The learning rate is injected as a hyperparameter so that it can be logged."""
+                   decay_steps: int | None = None, name: str = "adamw") -> optax.GradientTransformation:
+    """AdamW with linear warm-up (DDPM: lr 2e-4, 5000 warm-up steps, clip 1.0), optional cosine decay;
+    ``name="sgd"`` for plain SGD with the same schedule (reproducibility checks across device layouts:
+    Adam's first update ~ lr sign(g) amplifies reduction-order noise). The learning rate is injected as a
+    hyperparameter so that it can be logged."""
+    if name not in OPTIMIZERS:
+        raise ValueError(f"unknown optimizer {name!r}; allowed: {list(OPTIMIZERS)}")
     if learning_rate <= 0 or warmup_steps < 0 or grad_clip < 0:
         raise ValueError("learning_rate must be > 0, warmup_steps and grad_clip >= 0; got "
                          f"{learning_rate}, {warmup_steps}, {grad_clip}")
@@ -38,8 +45,11 @@ def make_optimizer(learning_rate: float = 2e-4, warmup_steps: int = 5000, grad_c
     else:
         sched = optax.linear_schedule(0.0, learning_rate, max(warmup_steps, 1)) if warmup_steps else \
             optax.constant_schedule(learning_rate)
-    adam = optax.inject_hyperparams(optax.adamw)(learning_rate=sched, b1=b1, b2=b2, eps=eps,
-                                                 weight_decay=weight_decay)
+    if name == "sgd":
+        adam = optax.inject_hyperparams(optax.sgd)(learning_rate=sched)
+    else:
+        adam = optax.inject_hyperparams(optax.adamw)(learning_rate=sched, b1=b1, b2=b2, eps=eps,
+                                                     weight_decay=weight_decay)
     return optax.chain(optax.clip_by_global_norm(grad_clip), adam) if grad_clip else adam
 
 

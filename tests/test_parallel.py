@@ -1,0 +1,169 @@
+"""Many devices and hosts: the FSDP mesh path against the pmap path (8 simulated devices), and two local
+processes (gloo collectives, 2 devices each) against one process with 4 devices, through the training
+loop with its checkpoints."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from experiments.configs.digits_ddpm import get_config
+from jaxdiff.training import parallel
+from jaxdiff.training.loop import (
+    build_loss,
+    build_model,
+    build_optimizer,
+    build_pipeline,
+    build_schedule,
+    init_state,
+    restore_trained,
+    train_and_evaluate,
+)
+from jaxdiff.training.step import example_keys
+
+ROOT = os.path.dirname(os.path.dirname(__file__))
+
+
+def sgd_config(data_dir, mode, steps=3, **parallel_kw):
+    c = get_config("smoke")
+    c.data.data_dir = data_dir
+    c.optim.optimizer = "sgd"
+    c.optim.learning_rate = 0.05
+    c.optim.warmup_steps = 0
+    c.optim.batch_size = 16
+    c.train.num_steps, c.train.log_every, c.train.checkpoint_every = steps, 1, steps
+    c.train.sample_every = 1000
+    c.train.num_grid_samples = 0  # no sample grids (their compilation would dominate the test)
+    c.parallel = {"mode": mode, **parallel_kw}
+    return c
+
+
+def _grads(config, params, mode):
+    """Gradients of the loss on global batch 0 at ``params``, by the pmap or the FSDP mesh path."""
+    model, _ = build_model(config)
+    loss_fn = build_loss(config, model, build_schedule(config))
+    b = build_pipeline(config).batch(0)
+    batch = {"x": b["x"], "index": b["index"]}
+    key = jax.random.PRNGKey(config.seed)
+
+    def g(p, batch):
+        keys = example_keys(key, jnp.int32(0), batch["index"])
+        return jax.grad(lambda p: loss_fn(p, batch, keys)[0])(p)
+
+    if mode == "pmap":
+        n = jax.local_device_count()
+        split = jax.tree_util.tree_map(lambda v: v.reshape((n, -1) + v.shape[1:]), batch)
+        rep = jax.tree_util.tree_map(lambda a: jnp.broadcast_to(a, (n,) + a.shape), params)
+        out = jax.pmap(lambda p, b: jax.lax.pmean(g(p, b), "batch"), axis_name="batch")(rep, split)
+        return jax.tree_util.tree_map(lambda a: np.asarray(a[0]), out)
+    mesh = parallel.make_mesh(1, jax.device_count())
+    sh = parallel.state_shardings(params, mesh)
+    gb = parallel.global_batch(batch, parallel.batch_sharding(mesh))
+    out = jax.jit(g, in_shardings=(sh, parallel.batch_sharding(mesh)),
+                  out_shardings=parallel.replicated(mesh))(jax.device_put(params, sh), gb)
+    return jax.tree_util.tree_map(np.asarray, out)
+
+
+def _rel(a, b):
+    return max(float(np.abs(x - y).max() / (np.abs(y).max() + 1e-12))
+               for x, y in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)))
+
+
+def test_fsdp_mesh_matches_pmap(tmp_path, data_dir):
+    assert jax.device_count() == 8
+    runs = {}
+    for mode, kw in (("pmap", {}), ("mesh", {"data": 1, "fsdp": 8})):
+        wd = str(tmp_path / mode)
+        m = train_and_evaluate(sgd_config(data_dir, mode, **kw), wd)
+        config, model, schedule, _, step = restore_trained(wd)
+        runs[mode] = (np.array([l for _, l in m["history"]]), config)
+    np.testing.assert_allclose(runs["mesh"][0], runs["pmap"][0], rtol=1e-5)
+    # Params after 3 SGD steps, and the gradient there, by both compile paths.
+    from jaxdiff.training.checkpoint import Checkpointer
+
+    states = {}
+    for mode in runs:
+        c = runs[mode][1]
+        model, _ = build_model(c)
+        ck = Checkpointer(str(tmp_path / mode / "checkpoints"), async_save=False)
+        states[mode] = ck.restore(init_state(c, model, build_optimizer(c)))[0]
+        ck.close()
+    assert _rel(states["mesh"].params, states["pmap"].params) < 1e-5
+    g_mesh = _grads(runs["mesh"][1], states["mesh"].params, "mesh")
+    g_pmap = _grads(runs["pmap"][1], states["pmap"].params, "pmap")
+    assert _rel(g_mesh, g_pmap) < 1e-5
+
+
+def test_fsdp_holds_an_eighth_per_device():
+    c = get_config("")  # the main job's U-Net (1.08M params)
+    model, _ = build_model(c)
+    tx = build_optimizer(c)
+    mesh = parallel.make_mesh(1, 8)
+    abstract = jax.eval_shape(lambda: init_state(c, model, tx))
+    sh = parallel.state_shardings(abstract, mesh)
+    state = jax.jit(lambda: init_state(c, model, tx), out_shardings=sh)()
+    per = parallel.bytes_per_device(state)
+    total = sum(int(np.prod(x.shape)) * x.dtype.itemsize for x in jax.tree_util.tree_leaves(abstract))
+    assert len(per) == 8
+    worst = max(per.values()) / total
+    assert worst < 0.15, worst  # ~1/8 = 0.125 plus the small replicated tensors (norms, biases)
+    assert sum(per.values()) < 1.2 * total  # shards add up to ~the total (+ the small replicas)
+
+
+def test_bad_parallel_config():
+    with pytest.raises(ValueError, match="must divide"):
+        parallel.make_mesh(-1, 3)
+    with pytest.raises(ValueError, match="needs a coordinator"):
+        parallel.initialize(None, 2, 0)
+    assert parallel.fsdp_spec((64, 3), 8) == jax.sharding.PartitionSpec()  # too small: replicated
+    assert parallel.fsdp_spec((3, 3, 128, 256), 8) == jax.sharding.PartitionSpec(None, None, None, "fsdp")
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+WORKER = os.path.join(ROOT, "tests", "multiprocess_worker.py")
+
+
+def _launch(nproc, devices_each, workdir, data_dir, steps, extra=()):
+    port = _free_port()
+    env = dict(os.environ, JAX_PLATFORMS="cpu",
+               XLA_FLAGS=f"--xla_force_host_platform_device_count={devices_each}")
+    procs = [subprocess.Popen([sys.executable, WORKER, "--workdir", workdir, "--data_dir", data_dir,
+                               "--steps", str(steps), "--coordinator", f"127.0.0.1:{port}",
+                               "--num_processes", str(nproc), "--process_id", str(i), *extra],
+                              cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+             for i in range(nproc)]
+    return procs
+
+
+def _run(nproc, devices_each, workdir, data_dir, steps):
+    procs = _launch(nproc, devices_each, workdir, data_dir, steps)
+    outs = [p.communicate(timeout=600)[0] for p in procs]
+    for p, o in zip(procs, outs):
+        assert p.returncode == 0, o[-4000:]
+    return json.loads([l for l in outs[0].splitlines() if l.startswith("RESULT ")][-1][7:])
+
+
+def test_two_processes_match_one(tmp_path, data_dir):
+    build_pipeline(sgd_config(data_dir, "mesh"))  # prepare the data once, before processes race for it
+    two = _run(2, 2, str(tmp_path / "two"), data_dir, steps=4)
+    one = _run(1, 4, str(tmp_path / "one"), data_dir, steps=4)
+    assert two["process_count"] == 2 and one["process_count"] == 1
+    # steps 1-2, checkpoint, restart from it (every process restores its shards), steps 3-4
+    assert [s for s, _ in two["history"]] == [1, 2, 3, 4]
+    np.testing.assert_allclose([l for _, l in two["history"]], [l for _, l in one["history"]], rtol=1e-5)
+    for k in two["grad_norms"]:
+        np.testing.assert_allclose(two["grad_norms"][k], one["grad_norms"][k], rtol=1e-5)
+    np.testing.assert_allclose(two["grad_sample"], one["grad_sample"], rtol=1e-5, atol=1e-9)
+    # only process 0 wrote the config, the TensorBoard file and the checkpoints' metadata
+    assert sorted(os.listdir(tmp_path / "two" / "checkpoints")) == ["2", "4"]
