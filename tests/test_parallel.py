@@ -167,3 +167,36 @@ def test_two_processes_match_one(tmp_path, data_dir):
     np.testing.assert_allclose(two["grad_sample"], one["grad_sample"], rtol=1e-5, atol=1e-9)
     # only process 0 wrote the config, the TensorBoard file and the checkpoints' metadata
     assert sorted(os.listdir(tmp_path / "two" / "checkpoints")) == ["2", "4"]
+
+
+@pytest.mark.slow
+def test_dead_process_stops_the_others(tmp_path, data_dir):
+    """SIGKILL one of two processes mid-run: the other exits with an error within the heartbeat timeout
+    (+ slack) instead of hanging in a collective, and every checkpoint on disk restores."""
+    import signal
+    import time
+
+    build_pipeline(sgd_config(data_dir, "mesh"))
+    wd = tmp_path / "run"
+    procs = _launch(2, 2, str(wd), data_dir, steps=4000, extra=("--heartbeat", "10", "--checkpoint_every", "20"))
+    ck = wd / "checkpoints"
+    deadline = time.time() + 300
+    while time.time() < deadline and not (ck.exists() and any(p.name.isdigit() for p in ck.iterdir())):
+        assert all(p.poll() is None for p in procs), [p.communicate()[0][-3000:] for p in procs]
+        time.sleep(0.2)
+    time.sleep(1.0)
+    procs[1].send_signal(signal.SIGKILL)
+    t0 = time.time()
+    try:
+        out = procs[0].communicate(timeout=10 + 90)[0]
+    except subprocess.TimeoutExpired:
+        procs[0].kill()
+        pytest.fail("the surviving process hung after its peer died")
+    waited = time.time() - t0
+    assert procs[0].returncode != 0
+    assert waited < 100, waited
+    steps = sorted(int(p.name) for p in ck.iterdir() if p.name.isdigit())
+    assert steps
+    *_, step = restore_trained(str(wd))  # the latest complete checkpoint reads back
+    assert step == steps[-1]
+    print(f"survivor stopped {waited:.1f} s after the kill; checkpoints {steps}; last lines:\n" + out[-600:])

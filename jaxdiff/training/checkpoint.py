@@ -25,11 +25,6 @@ class CheckpointMismatchError(ValueError):
     pass
 
 
-def _flat_meta(tree) -> dict:
-    flat = jax.tree_util.tree_flatten_with_path(tree, is_leaf=lambda x: hasattr(x, "shape"))[0]
-    return {jax.tree_util.keystr(p): v for p, v in flat}
-
-
 def _flat_shapes(tree) -> dict[str, tuple]:
     flat = jax.tree_util.tree_flatten_with_path(tree)[0]
     return {jax.tree_util.keystr(p): tuple(np.shape(v)) for p, v in flat}
@@ -85,9 +80,10 @@ class Checkpointer:
             raise FileNotFoundError(f"no checkpoint in {self.directory}")
         errors = []
         for s in steps:
+            abstract = self._abstract(target, s)  # raises CheckpointMismatchError
             try:
                 restored = self.manager.restore(s, args=ocp.args.Composite(
-                    state=ocp.args.StandardRestore(self._abstract(target)), meta=ocp.args.JsonRestore()))
+                    state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore()))
             except Exception as e:  # an unreadable checkpoint: fall back to the previous one
                 log.warning("checkpoint %d in %s is unreadable (%s); trying the previous one", s,
                             self.directory, e)
@@ -98,32 +94,31 @@ class Checkpointer:
             return state, dict(restored["meta"]), s
         raise FileNotFoundError(f"no readable checkpoint in {self.directory}: {errors}")
 
-    def _abstract(self, target):
-        """Restore into the target's shardings where it holds sharded jax Arrays (every process reads its
-        shards); else (host or single-device state) restore plain arrays as before. Shapes are checked
-        after reading, against the target, with the parameter named."""
-        leaves = jax.tree_util.tree_leaves(target)
-        if not any(isinstance(x, jax.Array) and len(x.sharding.device_set) > 1 for x in leaves):
-            return None
-        have = self._shapes_on_disk()
+    def _abstract(self, target, step):
+        """The restore target: the target's shapes with its shardings (every process reads its own shards),
+        so a checkpoint reads back whatever the topology that wrote it. A shape that differs from the
+        checkpoint's is reported with the parameter named, before reading."""
+        have = self._shapes_on_disk(step)
+        if have:
+            self._check_shapes(target, have, step)
+        local = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
         sd = flax.serialization.to_state_dict(target)
         flat, tree = jax.tree_util.tree_flatten_with_path(sd)
         out = []
         for path, x in flat:
-            name = jax.tree_util.keystr(path)
-            if name in have and have[name] != tuple(np.shape(x)):
-                raise CheckpointMismatchError(
-                    f"checkpoint in {self.directory} does not match the model: parameter {name} has shape "
-                    f"{have[name]} in the checkpoint but {tuple(np.shape(x))} in the model")
-            out.append(jax.ShapeDtypeStruct(np.shape(x), x.dtype, sharding=x.sharding)
-                       if isinstance(x, jax.Array) else x)
+            # A target's own sharding, else one local device: a checkpoint written by many processes
+            # (sharded) reads back on one host, and vice versa.
+            sharding = x.sharding if isinstance(x, jax.Array) else local
+            out.append(jax.ShapeDtypeStruct(np.shape(x), np.asarray(x).dtype if not hasattr(x, "dtype") else x.dtype,
+                                            sharding=sharding))
         return jax.tree_util.tree_unflatten(tree, out)
 
-    def _shapes_on_disk(self) -> dict:
+    def _shapes_on_disk(self, step) -> dict:
+        """The checkpoint's array shapes by name, as a nested dict like the state's (from its metadata)."""
         try:
-            step = self.manager.latest_step()
             meta = self.manager.item_metadata(step)["state"]
-            return {k: tuple(v.shape) for k, v in _flat_meta(meta).items()}
+            return jax.tree_util.tree_map(lambda v: np.empty(tuple(v.shape), np.int8) if hasattr(v, "shape")
+                                          else v, meta, is_leaf=lambda v: hasattr(v, "shape"))
         except Exception:  # metadata layout differs across orbax versions: skip the early check
             return {}
 
