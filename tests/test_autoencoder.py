@@ -82,3 +82,17 @@ def test_kl_closed_form():
     var = np.exp(np.asarray(logvar))
     want = 0.5 * np.sum(np.asarray(mean) ** 2 + var - 1 - np.asarray(logvar))
     np.testing.assert_allclose(kl_to_standard_normal(mean, logvar), [want], rtol=1e-6)
+
+
+def test_photos_builder(data_dir):
+    """64x64 crops of scikit-image's photographs; the test photos never appear in training."""
+    from jaxdiff.data import load_source
+    from jaxdiff.data.builders import PHOTOS_TEST, photo_crops
+
+    tr, te = load_source("photos", "train", data_dir, "64"), load_source("photos", "test", data_dir, "64")
+    assert len(te) == sum(len(photo_crops(n)) for n in PHOTOS_TEST) and len(tr) > 2000
+    ex = te[0]
+    assert ex["image"].shape == (64, 64, 3) and ex["image"].dtype == np.uint8
+    test_labels = {int(te[i]["label"]) for i in range(len(te))}
+    train_labels = {int(tr[i]["label"]) for i in range(0, len(tr), 50)}
+    assert not test_labels & train_labels

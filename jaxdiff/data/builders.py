@@ -9,6 +9,10 @@ is every 6th image (300 images), the rest is train (1497).
 inflation; :mod:`jaxdiff.data.series`) as context-normalised windows ``[window, 1]`` (float32) with the
 series id as label; configs ``<window>_<horizon>`` (``32_8``, ``64_16``); train = windows before the last
 20% of each series, test = rolling forecast origins inside it.
+
+``photos``: 64x64 crops (stride 32) of the real photographs scikit-image ships (astronaut, cat, rocket,
+Hubble deep field, retina, ...; grey ones repeated to RGB), 256 levels; the test split is the crops of
+two held-out photos (coffee, gravel), so no test pixel is ever trained on.
 """
 
 from __future__ import annotations
@@ -109,4 +113,50 @@ class Series(tfds.core.GeneratorBasedBuilder):
                                        "scale": d["scale"][j], "start": d["start"][j]}
 
 
-OFFLINE_BUILDERS = {"digits": Digits, "series": Series}
+PHOTOS_TRAIN = ("astronaut", "chelsea", "rocket", "hubble_deep_field", "immunohistochemistry", "retina",
+                "colorwheel", "camera", "coins", "moon", "brick", "grass", "clock")
+PHOTOS_TEST = ("coffee", "gravel")
+
+
+def photo_crops(name: str, size: int = 64, stride: int = 32) -> np.ndarray:
+    """``[N, size, size, 3]`` uint8 crops of scikit-image's sample image ``name`` (shipped with the
+    package), halved first when its short side exceeds 600 pixels."""
+    import skimage.data
+    from skimage.transform import rescale
+
+    im = getattr(skimage.data, name)()
+    if im.ndim == 2:
+        im = np.repeat(im[..., None], 3, axis=-1)
+    im = im[..., :3]
+    if min(im.shape[:2]) > 600:
+        im = (rescale(im, 0.5, channel_axis=-1, anti_aliasing=True) * 255).round().astype(np.uint8)
+    H, W = im.shape[:2]
+    return np.stack([im[i:i + size, j:j + size] for i in range(0, H - size + 1, stride)
+                     for j in range(0, W - size + 1, stride)])
+
+
+class Photos(tfds.core.GeneratorBasedBuilder):
+    """Crops of scikit-image's sample photographs (real photos, offline) as uint8 tensors."""
+
+    VERSION = tfds.core.Version("1.0.0")
+    BUILDER_CONFIGS = [tfds.core.BuilderConfig(name="64", description="64x64 crops, stride 32")]
+
+    def _info(self):
+        return tfds.core.DatasetInfo(
+            builder=self,
+            description="64x64 crops of scikit-image's sample photographs",
+            features=tfds.features.FeaturesDict({
+                "image": tfds.features.Tensor(shape=(64, 64, 3), dtype=np.uint8),
+                "label": tfds.features.ClassLabel(names=list(PHOTOS_TRAIN + PHOTOS_TEST))}))
+
+    def _split_generators(self, dl_manager):
+        return {"train": self._generate_examples(PHOTOS_TRAIN), "test": self._generate_examples(PHOTOS_TEST)}
+
+    def _generate_examples(self, names):
+        all_names = list(PHOTOS_TRAIN + PHOTOS_TEST)
+        for name in names:
+            for j, crop in enumerate(photo_crops(name)):
+                yield f"{name}_{j}", {"image": crop, "label": all_names.index(name)}
+
+
+OFFLINE_BUILDERS = {"digits": Digits, "series": Series, "photos": Photos}

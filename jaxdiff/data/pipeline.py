@@ -20,7 +20,7 @@ import tensorflow_datasets as tfds
 from jaxdiff.data.builders import DIGITS_LEVELS, OFFLINE_BUILDERS
 
 # K levels of known datasets (uint8 images: 256).
-NUM_LEVELS = {"digits": DIGITS_LEVELS, "mnist": 256, "cifar10": 256, "celeb_a": 256}
+NUM_LEVELS = {"digits": DIGITS_LEVELS, "photos": 256, "mnist": 256, "cifar10": 256, "celeb_a": 256}
 
 
 def default_data_dir() -> str:
