@@ -44,8 +44,8 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
     c.forecast.horizon = 8
     c.forecast.num_samples = 100
     c.forecast.sampler = "ddpm"
-    c.forecast.num_steps = 100
-    c.forecast.resample = 5  # RePaint passes per segment (1 = replacement only)
+    c.forecast.num_steps = 50
+    c.forecast.resample = 2  # RePaint passes per segment (1 = replacement only)
     c.forecast.jump_length = 10
     if variant == "smoke":
         c.forecast.num_samples = 4
