@@ -18,6 +18,7 @@ Gaussian where the conditional is closed form.
 
 from __future__ import annotations
 
+import inspect
 from typing import Any, Callable
 
 import jax
@@ -56,7 +57,7 @@ def replacement_model_fn(model_fn: Callable, schedule: Schedule, x_known, mask, 
 
 def impute(model_fn: Callable, schedule: Schedule, x_known, mask, key, *, sampler: str = "ddpm",
            num_steps: int = 100, resample: int = 1, jump_length: int = 10, prediction: str = "eps",
-           cond: Any = None, spacing: str = "uniform", t_min: float | None = None, **options):
+           cond: Any = None, spacing: str | None = None, t_min: float | None = None, **options):
     """Sample x with ``x[mask == 1] = x_known[mask == 1]`` from the model's conditional (approximately).
 
     Args:
@@ -65,7 +66,8 @@ def impute(model_fn: Callable, schedule: Schedule, x_known, mask, key, *, sample
       mask: 1 = known, 0 = sample; the data's shape or without the batch axis.
       sampler: any name in ``jaxdiff.samplers.SAMPLERS`` (``options`` go to it).
       num_steps: sampler steps over the whole [t_min, 1] (a multiple of ``jump_length``) on the grid of
-        ``time_grid(schedule, num_steps, spacing)`` (integer steps on a discrete schedule).
+        ``time_grid(schedule, num_steps, spacing)`` (integer steps on a discrete schedule); ``spacing``
+        defaults to the sampler's own (logSNR for DPM-Solver++, Karras for Heun, ...).
       resample: RePaint's r: passes over each segment (1 = replacement only).
       jump_length: RePaint's j: steps per segment.
     Returns: ``[B, ...]`` with the known entries equal to ``x_known``.
@@ -78,13 +80,17 @@ def impute(model_fn: Callable, schedule: Schedule, x_known, mask, key, *, sample
     if num_steps % jump_length:
         raise ValueError(f"num_steps={num_steps} must be a multiple of jump_length={jump_length}")
     n_seg = num_steps // jump_length
-    grid = time_grid(schedule, num_steps, spacing, 1.0, t_min).astype(x_known.dtype)  # [num_steps + 1], down
+    run = get_sampler(sampler)
+    params = inspect.signature(run).parameters
+    if "spacing" in params:  # the whole grid takes the sampler's spacing; each window is walked uniformly in
+        spacing = spacing or params["spacing"].default  # t', i.e. exactly through its knots
+        options = {**options, "spacing": "uniform"}
+    grid = time_grid(schedule, num_steps, spacing or "uniform", 1.0, t_min).astype(x_known.dtype)  # decreasing
     knots = grid[::-1].reshape(-1)[: n_seg * jump_length + 1]  # increasing
     seg_knots = jnp.stack([knots[k * jump_length:(k + 1) * jump_length + 1] for k in range(n_seg)])[::-1]
     mask = jnp.broadcast_to(jnp.asarray(mask, x_known.dtype), x_known.shape)
     k_prior, k_rep, k_run = jax.random.split(key, 3)
     mf = replacement_model_fn(model_fn, schedule, x_known, mask, k_rep)
-    run = get_sampler(sampler)
 
     def segment(x, inp):
         kn, i = inp

@@ -130,16 +130,27 @@ def make_tones(folder: str, num_files: int = 200, rate: int = 16000, seconds: fl
     return folder
 
 
-def spectrogram_image(x: np.ndarray, rate: int, height: int = 128, nperseg: int = 128) -> np.ndarray:
-    """A log-magnitude spectrogram ``[height, frames]`` uint8 (low frequencies at the bottom; -80 dB .. max)
-    of a mono signal ``[n]`` or ``[n, 1]``."""
+def spectrogram_image(x: np.ndarray, rate: int, height: int = 128, nperseg: int = 128,
+                      dynamic_range_db: float = 60.0) -> np.ndarray:
+    """A log-magnitude spectrogram ``[height, width]`` uint8 (low frequencies at the bottom, black = the
+    loudest bin - ``dynamic_range_db`` or below, white = the loudest) of a mono signal ``[n]`` or ``[n, 1]``;
+    frames every nperseg/8 samples."""
     from PIL import Image
     from scipy.signal import spectrogram
 
     x = np.asarray(x, np.float64).reshape(len(x), -1).mean(1)
-    _, _, S = spectrogram(x, fs=rate, nperseg=nperseg, noverlap=nperseg * 3 // 4)
+    nperseg = min(nperseg, len(x))
+    _, _, S = spectrogram(x, fs=rate, nperseg=nperseg, noverlap=nperseg - max(nperseg // 8, 1))
     db = 10 * np.log10(S + 1e-12)
-    db = np.clip(db - db.max() + 80, 0, 80) / 80
+    db = np.clip(db - db.max() + dynamic_range_db, 0, dynamic_range_db) / dynamic_range_db
     img = (255 * db[::-1]).astype(np.uint8)
     w = max(img.shape[1] * 4, 64)
     return np.asarray(Image.fromarray(img).resize((w, height), Image.NEAREST))
+
+
+def spectral_flatness(x: np.ndarray) -> float:
+    """Wiener entropy of the power spectrum (geometric / arithmetic mean): ~0 for a pure tone, ~1 for
+    white noise."""
+    x = np.asarray(x, np.float64).reshape(len(x), -1).mean(1)
+    p = np.abs(np.fft.rfft(x * np.hanning(len(x)))) ** 2 + 1e-20
+    return float(np.exp(np.mean(np.log(p))) / np.mean(p))
