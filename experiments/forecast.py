@@ -38,6 +38,8 @@ flags.DEFINE_integer("num_steps", None, "Sampler steps (default: config.forecast
 flags.DEFINE_integer("resample", None, "RePaint passes per segment (default: config.forecast.resample).")
 flags.DEFINE_integer("num_samples", None, "Forecast draws per origin (default: config.forecast.num_samples).")
 flags.DEFINE_integer("batch_size", 2000, "Windows per compiled call.")
+flags.DEFINE_float("clip_x0", None, "Clip the implied x0 (normalised units) at every step (default: "
+                   "config.forecast.clip_x0).")
 flags.mark_flags_as_required(["workdir"])
 
 
@@ -47,7 +49,8 @@ def test_windows(config):
     return {k: np.stack([e[k] for e in ex]) for k in ("series", "label", "loc", "scale", "start")}
 
 
-def forecast(workdir, sampler=None, num_steps=None, resample=None, num_samples=None, batch_size=2000) -> dict:
+def forecast(workdir, sampler=None, num_steps=None, resample=None, num_samples=None, batch_size=2000,
+             clip_x0=None) -> dict:
     config, model, schedule, params, step = restore_trained(workdir)
     f = config.forecast
     sampler, num_steps = sampler or f.sampler, num_steps or f.num_steps
@@ -64,7 +67,7 @@ def forecast(workdir, sampler=None, num_steps=None, resample=None, num_samples=N
     t0 = time.time()
     x = generate_imputed(config, model, schedule, params, x_known, known, sampler=sampler, num_steps=num_steps,
                          resample=resample, jump_length=f.jump_length, batch_size=batch_size, seed=0,
-                         labels=labels)
+                         labels=labels, clip_x0=f.get("clip_x0", 0.0) if clip_x0 is None else clip_x0)
     z = x[:, C:, 0].reshape(N, S, H)
     seconds = time.time() - t0
     samples = z * win["scale"][:, None, None] + win["loc"][:, None, None]
@@ -94,6 +97,7 @@ def forecast(workdir, sampler=None, num_steps=None, resample=None, num_samples=N
         r.update({k: float(np.mean(v)) for k, v in acc.items()})
         rows.append(r)
     res = {"step": step, "sampler": sampler, "num_steps": num_steps, "resample": resample,
+           "clip_x0": f.get("clip_x0", 0.0) if clip_x0 is None else clip_x0,
            "jump_length": min(f.jump_length, num_steps), "num_samples": S, "horizon": H, "context": C,
            "seconds": seconds, "series": rows,
            "beats_naive_crps": all(r["crps_diff"] < r["crps_naive"] for r in rows),
@@ -128,7 +132,7 @@ def table(res) -> str:
 def main(argv):
     del argv
     res = forecast(FLAGS.workdir, FLAGS.sampler, FLAGS.num_steps, FLAGS.resample, FLAGS.num_samples,
-                   FLAGS.batch_size)
+                   FLAGS.batch_size, FLAGS.clip_x0)
     print(res["table"])
     print(json.dumps({k: v for k, v in res.items() if k not in ("table", "series")}, indent=2))
 
