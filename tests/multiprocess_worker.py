@@ -31,6 +31,11 @@ def main():
     import jax
     import jax.numpy as jnp
     import numpy as np
+
+    # The tests' persistent compilation cache: the restarted run (and the other worker) reuse executables.
+    jax.config.update("jax_compilation_cache_dir", os.path.join(os.path.dirname(os.path.dirname(
+        os.path.abspath(__file__))), ".jax_cache"))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
     from test_parallel import sgd_config
 
     from jaxdiff.training.checkpoint import Checkpointer
