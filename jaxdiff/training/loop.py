@@ -260,7 +260,9 @@ def parallel_mode(config) -> str:
 
 
 def _replicate(tree, n):
-    return jax.tree_util.tree_map(lambda a: jnp.broadcast_to(a, (n,) + a.shape), tree)
+    """One copy per local device for pmap (from host or any single device: a restored state is committed
+    to one device)."""
+    return jax.tree_util.tree_map(lambda a: np.broadcast_to(np.asarray(a), (n,) + np.shape(a)), tree)
 
 
 def _unreplicate(tree):
