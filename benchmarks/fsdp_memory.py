@@ -31,7 +31,8 @@ def per_device_bytes(abstract, shardings):
 
 
 def main():
-    print("| model | params | state (params+EMA+Adam) | fsdp=1 per device | fsdp=2 | fsdp=4 | fsdp=8 | fsdp=8 / total |")
+    print("| model | params | state (params+EMA+Adam) | fsdp=1 per device | fsdp=2 | fsdp=4 | fsdp=8 "
+          "| fsdp=8 / total |")
     print("|---|---|---|---|---|---|---|---|")
     for name, cfg in (("DDPM CIFAR-10 U-Net", cifar10_ddpm.get_config()), ("digits U-Net", digits_ddpm.get_config())):
         model, _ = build_model(cfg)

@@ -28,7 +28,8 @@ def main(n=4000):
     xs = jnp.broadcast_to(jnp.asarray(xk), (n, d))
     mask = jnp.asarray(known, jnp.float64)
     rs = (1, 2, 5, 10, 20)
-    print(f"exact conditional mean {np.round(m_true, 3).tolist()}, std {np.round(np.sqrt(np.diag(c_true)), 3).tolist()}")
+    std = np.sqrt(np.diag(c_true))
+    print(f"exact conditional mean {np.round(m_true, 3).tolist()}, std {np.round(std, 3).tolist()}")
     print("| sampler | steps | " + " | ".join(f"r={r} mean / cov err" for r in rs) + " |")
     print("|---|---|" + "---|" * len(rs))
     for sampler, steps in (("ddpm", 100), ("ddpm", 250), ("ddim", 100), ("dpmpp_2m", 20)):
