@@ -101,16 +101,16 @@ class Checkpointer:
         have = self._shapes_on_disk(step)
         if have:
             self._check_shapes(target, have, step)
-        local = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
         sd = flax.serialization.to_state_dict(target)
         flat, tree = jax.tree_util.tree_flatten_with_path(sd)
         out = []
         for path, x in flat:
-            # A target's own sharding, else one local device: a checkpoint written by many processes
-            # (sharded) reads back on one host, and vice versa.
-            sharding = x.sharding if isinstance(x, jax.Array) else local
-            out.append(jax.ShapeDtypeStruct(np.shape(x), np.asarray(x).dtype if not hasattr(x, "dtype") else x.dtype,
-                                            sharding=sharding))
+            # A sharded target's own sharding (each process reads its shards), else host numpy arrays: a
+            # checkpoint written by many processes reads back on one host, and vice versa.
+            if isinstance(x, jax.Array) and len(x.sharding.device_set) > 1:
+                out.append(jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding))
+            else:
+                out.append(np.empty(np.shape(x), np.asarray(x).dtype if not hasattr(x, "dtype") else x.dtype))
         return jax.tree_util.tree_unflatten(tree, out)
 
     def _shapes_on_disk(self, step) -> dict:
