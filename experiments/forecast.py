@@ -32,15 +32,19 @@ from jaxdiff.evaluation.grid import unique_path
 from jaxdiff.training.loop import generate_imputed, restore_trained
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("workdir", None, "Training workdir of a series model.")
-flags.DEFINE_string("sampler", None, "Sampler (default: config.forecast.sampler).")
-flags.DEFINE_integer("num_steps", None, "Sampler steps (default: config.forecast.num_steps).")
-flags.DEFINE_integer("resample", None, "RePaint passes per segment (default: config.forecast.resample).")
-flags.DEFINE_integer("num_samples", None, "Forecast draws per origin (default: config.forecast.num_samples).")
-flags.DEFINE_integer("batch_size", 2000, "Windows per compiled call.")
-flags.DEFINE_float("clip_x0", None, "Clip the implied x0 (normalised units) at every step (default: "
-                   "config.forecast.clip_x0).")
-flags.mark_flags_as_required(["workdir"])
+
+
+def define_flags():
+    """The script's flags (defined only when run as a script, so the module imports beside evaluate.py)."""
+    flags.DEFINE_string("workdir", None, "Training workdir of a series model.")
+    flags.DEFINE_string("sampler", None, "Sampler (default: config.forecast.sampler).")
+    flags.DEFINE_integer("num_steps", None, "Sampler steps (default: config.forecast.num_steps).")
+    flags.DEFINE_integer("resample", None, "RePaint passes per segment (default: config.forecast.resample).")
+    flags.DEFINE_integer("num_samples", None, "Forecast draws per origin (default: config.forecast.num_samples).")
+    flags.DEFINE_integer("batch_size", 2000, "Windows per compiled call.")
+    flags.DEFINE_float("clip_x0", None, "Clip the implied x0 (normalised units) at every step (default: "
+                       "config.forecast.clip_x0).")
+    flags.mark_flags_as_required(["workdir"])
 
 
 def test_windows(config):
@@ -138,4 +142,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+    define_flags()
     app.run(main)
