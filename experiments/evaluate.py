@@ -1,5 +1,6 @@
 """Evaluate a trained digits model: Fréchet distance vs the test split (and the train-vs-test floor),
-classifier confidence and class balance of samples, test bits/dim (VLB).
+classifier confidence and class balance of samples, test bits/dim (VLB); for an autoencoder workdir, the
+test reconstruction PSNR / SSIM.
 
     python -m experiments.evaluate --workdir runs/digits [--samples runs/digits/samples/x.npz]
 
@@ -13,12 +14,22 @@ import jax
 import numpy as np
 from absl import app, flags
 
+from jaxdiff.data.pipeline import default_data_dir
 from jaxdiff.evaluation.evaluate import label_accuracy, sample_quality
 from jaxdiff.evaluation.grid import unique_path
 from jaxdiff.likelihood import full_vlb_bpd, ode_bpd
 from jaxdiff.samplers.timegrids import _zero_noise_at_zero
 from jaxdiff.schedules import is_discrete
-from jaxdiff.training.loop import build_pipeline, generate, load_classifier, model_fn_for, restore_trained, text_enabled
+from jaxdiff.training.autoencoder import config_kind, evaluate_autoencoder, latent_autoencoder
+from jaxdiff.training.loop import (
+    build_pipeline,
+    generate,
+    load_classifier,
+    load_config,
+    model_fn_for,
+    restore_trained,
+    text_enabled,
+)
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("workdir", None, "Training workdir.")
@@ -43,6 +54,9 @@ flags.mark_flags_as_required(["workdir"])
 def evaluate(workdir, samples_path=None, sampler=None, num_steps=None, vlb=True, clip_x0=None,
              options=None, conditional=False, guidance_scale=1.0, classifier_workdir=None,
              ode=None) -> dict:
+    config = load_config(workdir)
+    if config_kind(config) == "autoencoder":
+        return evaluate_reconstruction(workdir)
     config, model, schedule, params, step = restore_trained(workdir)
     sampler = sampler or config.sample.sampler
     num_steps = num_steps or config.sample.num_steps
@@ -76,21 +90,26 @@ def evaluate(workdir, samples_path=None, sampler=None, num_steps=None, vlb=True,
                      labels=gen_labels, guidance_scale=guidance_scale, classifier_fn=classifier_fn,
                      num_samples=config.eval.num_samples, batch_size=config.sample.batch_size, seed=1,
                      clip_x0=clip_x0, stats=stats, **(options or {}))
-    train, test = build_pipeline(config, "train", 1), build_pipeline(config, "test", 1)
-    data_dir = os.path.dirname(os.path.dirname(train.source.dataset_info.data_dir))
+    # pixel data (a latent-diffusion model's samples are decoded images)
+    train, test = build_pipeline(config, "train", 1, latent=False), build_pipeline(config, "test", 1, latent=False)
+    info = getattr(train.source, "dataset_info", None)  # TFDS; else (arrays, audio) the configured data dir
+    data_dir = os.path.dirname(os.path.dirname(info.data_dir)) if info else (config.data.data_dir or
+                                                                             default_data_dir())
     m = sample_quality(x, train.all_images(), train.all_labels(), test.all_images(), test.all_labels(),
                        num_levels=config.data.num_levels, cache_dir=data_dir,
-                       cache_name=f"{config.data.name}_{config.data.config}",
+                       cache_name=feature_net_name(config),
                        bootstrap=config.eval.bootstrap)
     if labels is not None:
         m["label_accuracy"] = label_accuracy(x, labels, train.all_images(), train.all_labels(),
                                              num_levels=config.data.num_levels, cache_dir=data_dir,
-                                             cache_name=f"{config.data.name}_{config.data.config}")
+                                             cache_name=feature_net_name(config))
         m["guidance_scale"] = guidance_scale
         m["guidance"] = "classifier" if classifier_fn else "classifier-free"
     m.update(step=step, sampler=sampler, num_steps=num_steps, options=options or {}, **stats,
              clip_x0=clip_x0 if clip_x0 is not None else config.sample.get("clip_x0", None))
     test_x = test.all_images().astype(np.float32) / (config.data.num_levels - 1) * 2 - 1
+    if latent_autoencoder(config):  # likelihoods of latents are not bits/dim of the images
+        vlb = ode = False
     if ode is None:
         ode = vlb and not is_discrete(schedule)
     if ode:
@@ -105,6 +124,25 @@ def evaluate(workdir, samples_path=None, sampler=None, num_steps=None, vlb=True,
         m.update({f"test_bpd_{k}": float(np.mean(v)) for k, v in out.items()})
     os.makedirs(os.path.join(workdir, "eval"), exist_ok=True)
     path = unique_path(os.path.join(workdir, "eval", f"metrics_{sampler}_{num_steps}.json"))
+    with open(path, "w") as f:
+        json.dump(m, f, indent=2)
+    m["path"] = path
+    return m
+
+
+def feature_net_name(config) -> str:
+    """The cache name of the data's feature network (an ``arrays`` file by its name, not its path)."""
+    d = config.data
+    if d.name == "arrays":
+        return "arrays_" + os.path.splitext(os.path.basename(str(d.config)))[0]
+    return f"{d.name}_{d.config}"
+
+
+def evaluate_reconstruction(workdir) -> dict:
+    """An autoencoder's test PSNR / SSIM (``eval/reconstruction.json``, never overwritten)."""
+    m = evaluate_autoencoder(workdir)
+    os.makedirs(os.path.join(workdir, "eval"), exist_ok=True)
+    path = unique_path(os.path.join(workdir, "eval", "reconstruction.json"))
     with open(path, "w") as f:
         json.dump(m, f, indent=2)
     m["path"] = path

@@ -62,8 +62,12 @@ def inpaint_mask(name: str, shape, seed: int = 0) -> np.ndarray:
 
 
 def inpaint(config, model, schedule, params, step, sampler, num_steps, stem) -> str:
+    from jaxdiff.training.autoencoder import latent_autoencoder
     from jaxdiff.training.loop import build_pipeline, generate_imputed
 
+    if latent_autoencoder(config):
+        raise ValueError("--inpaint imputes in the model's data space; a latent-diffusion model's pixel masks do "
+                         "not map onto its latents (not supported); use a pixel-space model")
     test = build_pipeline(config, "test", 1)
     n_img, per = 10, 8
     x0 = np.stack([test.batch(i)["x"][0] for i in range(n_img)])

@@ -154,6 +154,7 @@ def _run(nproc, devices_each, workdir, data_dir, steps):
     return json.loads([l for l in outs[0].splitlines() if l.startswith("RESULT ")][-1][7:])
 
 
+@pytest.mark.slow  # ~100 s of subprocesses: run with -m slow (the suite's CPU budget)
 def test_two_processes_match_one(tmp_path, data_dir):
     build_pipeline(sgd_config(data_dir, "mesh"))  # prepare the data once, before processes race for it
     two = _run(2, 2, str(tmp_path / "two"), data_dir, steps=4)

@@ -20,7 +20,7 @@ from __future__ import annotations
 import numpy as np
 import tensorflow_datasets as tfds
 
-DIGITS_LEVELS = 17
+from jaxdiff.data.pipeline import DIGITS_LEVELS
 
 
 def _resize(images: np.ndarray, size: int) -> np.ndarray:

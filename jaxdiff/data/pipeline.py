@@ -15,9 +15,8 @@ from typing import Optional
 
 import jax
 import numpy as np
-import tensorflow_datasets as tfds
 
-from jaxdiff.data.builders import DIGITS_LEVELS, OFFLINE_BUILDERS
+DIGITS_LEVELS = 17  # scikit-learn's digits take the values 0..16
 
 # K levels of known datasets (uint8 images: 256).
 NUM_LEVELS = {"digits": DIGITS_LEVELS, "photos": 256, "mnist": 256, "cifar10": 256, "celeb_a": 256}
@@ -28,7 +27,15 @@ def default_data_dir() -> str:
 
 
 def load_source(name: str, split: str, data_dir: Optional[str] = None, config: Optional[str] = None):
-    """A random-access TFDS data source; offline builders are prepared on first use."""
+    """A random-access TFDS data source; offline builders are prepared on first use. ``name = "arrays"``
+    reads ``config`` instead: an ``.npz`` file holding ``<split>_image`` and optionally ``<split>_label``
+    (your own data, or a prepared dataset exported with :func:`export_arrays`; needs no TFDS)."""
+    if name == "arrays":
+        return arrays_source(config, split)
+    import tensorflow_datasets as tfds  # imported here: array sources need no TFDS
+
+    from jaxdiff.data.builders import OFFLINE_BUILDERS
+
     data_dir = data_dir or default_data_dir()
     base = name.split("/")[0]
     if base in OFFLINE_BUILDERS:
@@ -37,6 +44,35 @@ def load_source(name: str, split: str, data_dir: Optional[str] = None, config: O
         builder = tfds.builder(name, data_dir=data_dir, file_format="array_record")
     builder.download_and_prepare()
     return builder.as_data_source(split=split)
+
+
+def arrays_source(path: str, split: str):
+    """A random-access source over the ``<split>_<feature>`` arrays of an ``.npz`` file (features
+    ``image``, ``label``, or any other the config's ``data.key`` names)."""
+    from jaxdiff.data.audio import ArraySource
+
+    if not path or not os.path.exists(path):
+        raise FileNotFoundError(f"data.name='arrays' needs data.config = an existing .npz file, got {path!r}")
+    with np.load(path) as f:
+        keys = list(f.keys())
+        arrays = {k[len(split) + 1:]: f[k] for k in keys if k.startswith(split + "_")}
+    if not arrays:
+        raise ValueError(f"{path} has no {split}_<feature> arrays; it holds {keys}")
+    return ArraySource(arrays)
+
+
+def export_arrays(name: str, path: str, data_dir: Optional[str] = None, config: Optional[str] = None,
+                  splits=("train", "test")) -> str:
+    """Write a dataset's splits to an ``.npz`` (``<split>_<feature>`` for each feature) readable by the
+    ``arrays`` source, e.g. to train on a machine without TFDS. Refuses to overwrite."""
+    if os.path.exists(path):
+        raise FileExistsError(f"{path} exists; choose another path")
+    out = {}
+    for split in splits:
+        ex = list(load_source(name, split, data_dir, config))
+        out.update({f"{split}_{k}": np.stack([e[k] for e in ex]) for k in ex[0]})
+    np.savez(path, **out)
+    return path
 
 
 def to_float(images: np.ndarray, num_levels: int) -> np.ndarray:

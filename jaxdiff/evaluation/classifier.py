@@ -66,7 +66,7 @@ def load_or_train(cache_dir: str, name: str, x_train, y_train) -> dict:
             return flax.serialization.from_bytes(template, f.read())
     params = train_classifier(x_train, y_train)
     os.makedirs(cache_dir, exist_ok=True)
-    tmp = path + ".tmp"
+    tmp = f"{path}.tmp{os.getpid()}"  # concurrent evaluations each write their own, then replace
     with open(tmp, "wb") as f:
         f.write(flax.serialization.to_bytes(params))
     os.replace(tmp, path)

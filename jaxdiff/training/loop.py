@@ -7,6 +7,7 @@ Everything is importable from a notebook: ``build_model``, ``build_schedule``, `
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -20,13 +21,15 @@ import numpy as np
 import optax
 
 from jaxdiff import losses, samplers
-from jaxdiff.data import Pipeline, load_source
+from jaxdiff.data import Pipeline, load_source, to_float
 from jaxdiff.evaluation.grid import make_grid, save_grid
 from jaxdiff.guidance import cfg, classifier_guidance
+from jaxdiff.latent import decode_after
 from jaxdiff.models import UNet, UNetConfig
 from jaxdiff.parameterization import clip_x0_model_fn
 from jaxdiff.schedules import get_schedule, is_discrete
 from jaxdiff.training import parallel
+from jaxdiff.training.autoencoder import config_kind, latent_autoencoder
 from jaxdiff.training.checkpoint import Checkpointer
 from jaxdiff.training.state import create_train_state, make_optimizer
 from jaxdiff.training.step import make_train_step
@@ -132,10 +135,15 @@ def build_optimizer(config):
                           decay_steps=o.decay_steps or None, name=o.get("optimizer", "adamw"))
 
 
-def build_source(config, split: str):
+def build_source(config, split: str, latent: bool = True):
     """The data source of ``config.data``: a TFDS (or offline) dataset, or a WAV folder (``name = "audio"``;
-    ``audio_dir`` empty means synthetic tones written into the data dir)."""
+    ``audio_dir`` empty means synthetic tones written into the data dir); for a latent-diffusion config
+    (``config.latent.autoencoder``) its latents unless ``latent=False``."""
     d = config.data
+    if latent and latent_autoencoder(config):
+        from jaxdiff.training.autoencoder import latent_source
+
+        return latent_source(config, split)
     if d.name == "audio":
         from jaxdiff.data.audio import load_wav_folder, make_tones
         from jaxdiff.data.pipeline import default_data_dir
@@ -145,9 +153,10 @@ def build_source(config, split: str):
     return load_source(d.name, split, d.data_dir or None, config=d.get("config", None))
 
 
-def build_pipeline(config, split: str = "train", batch_size: int | None = None) -> Pipeline:
-    src = build_source(config, split)
-    return Pipeline(src, batch_size or config.optim.batch_size, config.data.num_levels, config.seed,
+def build_pipeline(config, split: str = "train", batch_size: int | None = None, latent: bool = True) -> Pipeline:
+    src = build_source(config, split, latent)
+    levels = 0 if latent and latent_autoencoder(config) else config.data.num_levels  # latents are continuous
+    return Pipeline(src, batch_size or config.optim.batch_size, levels, config.seed,
                     image_key=config.data.get("key", "image"), random_flip=config.data.random_flip,
                     process_index=jax.process_index(), process_count=jax.process_count())
 
@@ -174,8 +183,23 @@ def make_sample_fn(config, model: UNet, schedule, *, sampler: str, num_steps: in
     num_classes = config.model.get("num_classes", None)
     text_on = text_enabled(config)
 
-    @jax.jit
+    decode, ae_params, scale = None, None, 1.0
+    if latent_autoencoder(config):  # latent diffusion: sampler -> decoder, compiled as one program
+        from jaxdiff.training.autoencoder import latent_decoder
+
+        decode, ae_params, scale = latent_decoder(config)
+
     def run(params, key, labels=None, guidance_scale=1.0):
+        return run_jit(params, ae_params, key, labels, guidance_scale)
+
+    @jax.jit
+    def run_jit(params, ae_params, key, labels=None, guidance_scale=1.0):
+        fn = functools.partial(sample_latent, params)
+        if decode is not None:
+            fn = decode_after(fn, functools.partial(decode, ae_params), scale)
+        return fn(key, labels, guidance_scale)
+
+    def sample_latent(params, key, labels, guidance_scale):
         k1, k2 = jax.random.split(key)
         x_T = samplers.prior_sample(schedule, k1, shape)
         mf = model_fn_for(model, params)
@@ -282,9 +306,20 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
 
     from jaxdiff.training import writers
 
-    model, ucfg = build_model(config)
-    schedule = build_schedule(config)
-    loss_fn = build_loss(config, model, schedule)
+    kind = config_kind(config)
+    tx = build_optimizer(config)
+    if kind == "autoencoder":  # the same machinery (EMA, checkpoints, resume) for the LDM autoencoder
+        from jaxdiff.latent import make_autoencoder_loss
+        from jaxdiff.training import autoencoder as ae
+
+        model = ae.build_autoencoder(config)
+        loss_fn = make_autoencoder_loss(model, config.loss.kl_weight)
+        make_state = lambda: create_train_state(ae.init_autoencoder(config, model), tx, config.seed)
+    else:
+        model, ucfg = build_model(config)
+        schedule = build_schedule(config)
+        loss_fn = build_loss(config, model, schedule)
+        make_state = lambda: init_state(config, model, tx)
     k = int(config.train.steps_per_jit)
     if k < 1 or config.train.checkpoint_every % k or config.train.num_steps % k:
         raise ValueError(f"train.steps_per_jit={k} must divide train.checkpoint_every="
@@ -294,10 +329,12 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
         raise ValueError(f"optim.batch_size={config.optim.batch_size} is not divisible by the "
                          f"{n_dev * jax.process_count()} devices")
     pipeline = build_pipeline(config)
-    ucfg.check_input(pipeline.batch(0)["x"].shape)
+    if kind == "autoencoder":
+        ae.check_autoencoder_input(config, pipeline.batch(0)["x"].shape)
+    else:
+        ucfg.check_input(pipeline.batch(0)["x"].shape)
     check_workdir(config, workdir)
 
-    tx = build_optimizer(config)
     mode = parallel_mode(config)
     ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), save_every=config.train.checkpoint_every,
                         keep=config.train.keep_checkpoints)
@@ -306,15 +343,15 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
     if mode == "mesh":  # jit over a Mesh on global arrays, FSDP-sharded state
         par = config.get("parallel", {})
         mesh = parallel.make_mesh(par.get("data", -1), par.get("fsdp", 1))
-        state_sh = parallel.state_shardings(jax.eval_shape(lambda: init_state(config, model, tx)), mesh)
-        state = jax.jit(lambda: init_state(config, model, tx), out_shardings=state_sh)()
+        state_sh = parallel.state_shardings(jax.eval_shape(make_state), mesh)
+        state = jax.jit(make_state, out_shardings=state_sh)()
         b_sh = parallel.batch_sharding(mesh)
         if k > 1:
             b_sh = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(None, ("data", "fsdp")))
         p_step = jax.jit(step_fn, in_shardings=(state_sh, b_sh), out_shardings=(state_sh, parallel.replicated(mesh)),
                          donate_argnums=(0,))
     else:
-        state = init_state(config, model, tx)
+        state = make_state()
     start = 0
     if ckpt.latest_step() is not None:
         state, meta, start = ckpt.restore(state)
@@ -350,9 +387,14 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
         return b
 
     writer = writers.create_default_writer(workdir, just_logging=jax.process_index() > 0)
-    grid_fn = make_sample_fn(config, model, schedule, sampler=config.sample.sampler,
-                             num_steps=config.sample.num_steps, num_samples=config.train.num_grid_samples) \
-        if config.train.num_grid_samples else None
+    if not config.train.num_grid_samples:
+        grid_fn = None
+    elif kind == "autoencoder":  # test images, then their reconstructions
+        test_x = build_pipeline(config, "test", config.train.num_grid_samples).batch(0)["x"]
+        grid_fn = ae.grid_fn(model, test_x)
+    else:
+        grid_fn = make_sample_fn(config, model, schedule, sampler=config.sample.sampler,
+                                 num_steps=config.sample.num_steps, num_samples=config.train.num_grid_samples)
     host_state = lambda: _unreplicate(state) if pmapped else state
 
     def write_samples(step):
@@ -386,6 +428,10 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
         final = step == config.train.num_steps
         if step % config.train.checkpoint_every == 0 or final:
             meta = {"step": step, "data": pipeline.position(step), "seed": config.seed}
+            if final and kind == "autoencoder":  # stored with the autoencoder: latents' 1 / std
+                meta["scale_factor"] = ae.latent_scale(model, host_state().ema_params,
+                                                       to_float(pipeline.all_images(), config.data.num_levels))
+                log.info("latent scale factor %.5f", meta["scale_factor"])
             ckpt.save(step, host_state(), meta, force=final)
         if step % config.train.sample_every < k or step == config.train.num_steps:
             write_samples(step)
@@ -407,6 +453,9 @@ def restore_trained(workdir: str, step: int | None = None):
 
     Raises FileNotFoundError with the workdir named when it has no config or no checkpoint."""
     config = load_config(workdir)
+    if config_kind(config) == "autoencoder":
+        raise ValueError(f"{workdir} holds an autoencoder, not a diffusion model: evaluate it with "
+                         f"experiments.evaluate, or train a latent-diffusion config on it (latent.autoencoder)")
     model, _ = build_model(config)
     schedule = build_schedule(config)
     ckpt_dir = os.path.join(workdir, "checkpoints")

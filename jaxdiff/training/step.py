@@ -43,8 +43,9 @@ def make_train_step(loss_fn: Callable, tx: optax.GradientTransformation, *, ema_
     """Build ``train_step(state, batch) -> (state, metrics)``.
 
     Args:
-      loss_fn: ``loss_fn(params, batch, keys [B]) -> (loss, metrics)`` with ``metrics["loss"]`` and
-        ``metrics["t"]`` per example (as :func:`jaxdiff.losses.make_loss` returns).
+      loss_fn: ``loss_fn(params, batch, keys [B]) -> (loss, metrics)`` with ``metrics["loss"]`` per example
+        and, for diffusion losses, ``metrics["t"]`` (as :func:`jaxdiff.losses.make_loss` returns): the loss
+        is then also reported by quarter of t. Other per-example metrics are reported as batch means.
       tx: the optax optimizer.
       ema_decay, ema_warmup: EMA of the params, updated inside the step.
       axis_name: ``"batch"`` under ``pmap`` (gradients and metrics averaged with ``lax.pmean``); None under
@@ -74,11 +75,16 @@ def make_train_step(loss_fn: Callable, tx: optax.GradientTransformation, *, ema_
             step=state.step + 1, params=keep(new_params, state.params),
             ema_params=keep(new_ema, state.ema_params), opt_state=keep(new_opt, state.opt_state),
             skipped=state.skipped + (~finite).astype(jnp.int32))
-        quarters = _quarter_means(jnp.where(jnp.isfinite(aux["loss"]), aux["loss"], 0.0), aux["t"],
-                                  axis_name)
         metrics = {"loss": loss, "grad_norm": grad_norm, "lr": current_lr(new_opt),
-                   "skipped": new_state.skipped, "finite": finite.astype(jnp.float32),
-                   **{f"loss_q{i + 1}": quarters[i] for i in range(4)}}
+                   "skipped": new_state.skipped, "finite": finite.astype(jnp.float32)}
+        if "t" in aux:  # diffusion losses: the loss by quarter of t
+            quarters = _quarter_means(jnp.where(jnp.isfinite(aux["loss"]), aux["loss"], 0.0), aux["t"],
+                                      axis_name)
+            metrics.update({f"loss_q{i + 1}": quarters[i] for i in range(4)})
+        extra = {k: jnp.mean(v) for k, v in aux.items() if k not in ("loss", "t") and k not in metrics}
+        if axis_name is not None:
+            extra = jax.lax.pmean(extra, axis_name)
+        metrics.update(extra)
         return new_state, metrics
 
     if steps_per_jit == 1:
