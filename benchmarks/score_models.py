@@ -6,9 +6,8 @@ and probability-flow-ODE test bits/dim (100 test images) of runs/digits_{vpsde,s
 import json
 import time
 
-import numpy as np
-
 from experiments.evaluate import evaluate, test_ode_bpd
+from jaxdiff.data import to_float
 from jaxdiff.training.loop import build_pipeline, restore_trained
 
 
@@ -25,7 +24,7 @@ def main():
             config, model, schedule, params, step = restore_trained(wd)
             config.eval.ode_bpd_examples = 100
             test = build_pipeline(config, "test", 1)
-            tx = test.all_images().astype(np.float32) / (config.data.num_levels - 1) * 2 - 1
+            tx = to_float(test.all_images(), config.data.num_levels)
             r.update(test_ode_bpd(config, model, schedule, params, tx))
         r["seconds"] = time.time() - t0
         out[name] = r

@@ -14,7 +14,7 @@ import jax
 import numpy as np
 from absl import app, flags
 
-from jaxdiff.data.pipeline import default_data_dir
+from jaxdiff.data.pipeline import default_data_dir, to_float
 from jaxdiff.evaluation.evaluate import label_accuracy, sample_quality
 from jaxdiff.evaluation.grid import unique_path
 from jaxdiff.likelihood import full_vlb_bpd, ode_bpd
@@ -107,7 +107,7 @@ def evaluate(workdir, samples_path=None, sampler=None, num_steps=None, vlb=True,
         m["guidance"] = "classifier" if classifier_fn else "classifier-free"
     m.update(step=step, sampler=sampler, num_steps=num_steps, options=options or {}, **stats,
              clip_x0=clip_x0 if clip_x0 is not None else config.sample.get("clip_x0", None))
-    test_x = test.all_images().astype(np.float32) / (config.data.num_levels - 1) * 2 - 1
+    test_x = to_float(test.all_images(), config.data.num_levels)
     if latent_autoencoder(config):  # likelihoods of latents are not bits/dim of the images
         vlb = ode = False
     if ode is None:

@@ -79,11 +79,11 @@ def encode_fn(model: AutoencoderKL, params):
 
 
 def grid_fn(model: AutoencoderKL, images):
-    """``fn(params, key) -> [2N, H, W, C]``: the fixed test images, then their reconstructions (the grid the
-    loop writes at sample time for an autoencoder)."""
+    """``fn(params, key) -> [2N, H, W, C]``: each fixed test image followed by its reconstruction (the grid
+    the loop writes at sample time for an autoencoder: pairs side by side in an even number of columns)."""
     rec = reconstruct_fn(model)
     x = jnp.asarray(images)
-    return lambda params, key: jnp.concatenate([x, jnp.clip(rec(params, x), -1, 1)])
+    return lambda params, key: jnp.stack([x, jnp.clip(rec(params, x), -1, 1)], 1).reshape((-1,) + x.shape[1:])
 
 
 def latent_scale(model: AutoencoderKL, params, images, batch_size: int = 256) -> float:
