@@ -21,26 +21,52 @@ import numpy as np
 from jaxdiff.models.autoencoder import AutoencoderKL, kl_to_standard_normal
 
 
-def make_autoencoder_loss(model: AutoencoderKL, kl_weight: float = 1e-6) -> Callable:
+def hinge_d_loss(logits_real, logits_fake):
+    """The discriminator's hinge loss per example: (mean relu(1 - D(x)) + mean relu(1 + D(x_rec))) / 2."""
+    axes = tuple(range(1, logits_real.ndim))
+    return 0.5 * (jax.nn.relu(1.0 - logits_real).mean(axes) + jax.nn.relu(1.0 + logits_fake).mean(axes))
+
+
+def make_autoencoder_loss(model: AutoencoderKL, kl_weight: float = 1e-6, discriminator=None,
+                          disc_weight: float = 0.1, disc_start: int = 0) -> Callable:
     """``loss_fn(params, batch, keys) -> (loss, metrics)`` of the LDM autoencoder (``make_train_step``'s
     contract): per example, the L1 reconstruction error of z ~ q(z|x) summed over pixels plus
-    ``kl_weight`` times KL(q(z|x) || N(0, I)) (LDM's ``LPIPSWithDiscriminator`` without its perceptual and
-    adversarial terms), divided by the number of pixels so that the loss is the mean absolute error plus
-    a KL per pixel. ``keys [B]`` draw each example's posterior sample (``example_keys``)."""
-    if kl_weight < 0:
-        raise ValueError(f"kl_weight must be >= 0, got {kl_weight}")
+    ``kl_weight`` times KL(q(z|x) || N(0, I)) (LDM's ``LPIPSWithDiscriminator`` without the perceptual
+    term), divided by the number of pixels so that the loss is the mean absolute error plus a KL per pixel.
+    ``keys [B]`` draw each example's posterior sample (``example_keys``).
+
+    With a ``discriminator`` (e.g. :class:`PatchDiscriminator`), ``params`` is ``{"autoencoder": ...,
+    "discriminator": ...}`` and, from ``batch["step"] >= disc_start`` on, two adversarial terms are added:
+    ``disc_weight * (-mean D(x_rec))`` with D's params held fixed (the autoencoder's generator loss) and
+    the hinge loss of D on x vs x_rec with the reconstruction held fixed. Each parameter group receives
+    only its own term's gradient (``stop_gradient``), so one optimizer over both groups makes LDM's two
+    updates simultaneously."""
+    if kl_weight < 0 or disc_weight < 0:
+        raise ValueError(f"kl_weight and disc_weight must be >= 0, got {kl_weight}, {disc_weight}")
 
     def loss_fn(params, batch, keys):
+        ae = params["autoencoder"] if discriminator is not None else params
         x = batch["x"]
-        mean, logvar = model.apply({"params": params}, x, method=AutoencoderKL.encode)
+        mean, logvar = model.apply({"params": ae}, x, method=AutoencoderKL.encode)
         eps = jax.vmap(lambda k: jax.random.normal(k, mean.shape[1:], mean.dtype))(keys)
         z = mean + jnp.exp(0.5 * logvar) * eps
-        x_rec = model.apply({"params": params}, z, method=AutoencoderKL.decode)
+        x_rec = model.apply({"params": ae}, z, method=AutoencoderKL.decode)
         d = np.prod(x.shape[1:])
         l1 = jnp.abs(x_rec - x).reshape(x.shape[0], -1).sum(-1)
         kl = kl_to_standard_normal(mean, logvar)
         per = (l1 + kl_weight * kl) / d
-        return per.mean(), {"loss": per, "l1": l1 / d, "kl": kl}
+        metrics = {"l1": l1 / d, "kl": kl}
+        if discriminator is not None:
+            disc = lambda p, im: discriminator.apply({"params": p}, im)
+            on = (batch["step"] >= disc_start).astype(per.dtype)
+            fake_fixed_d = disc(jax.lax.stop_gradient(params["discriminator"]), x_rec)
+            g_loss = -fake_fixed_d.reshape(x.shape[0], -1).mean(-1)
+            d_loss = hinge_d_loss(disc(params["discriminator"], x),
+                                  disc(params["discriminator"], jax.lax.stop_gradient(x_rec)))
+            per = per + on * (disc_weight * g_loss + d_loss)
+            metrics.update(g_loss=g_loss, d_loss=d_loss)
+        metrics["loss"] = per
+        return per.mean(), metrics
 
     return loss_fn
 

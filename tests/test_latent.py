@@ -107,15 +107,26 @@ def ldm_run(tmp_path_factory, data_dir):
     root = tmp_path_factory.mktemp("ldm")
     ca = digits32_autoencoder.get_config("smoke")
     ca.data.data_dir = data_dir
+    ca.loss.discriminator, ca.loss.disc_start, ca.loss.disc_channels, ca.loss.disc_groups = True, 2, 8, 4
     ae_wd = str(root / "ae")
-    train_and_evaluate(ca, ae_wd)
+    ae_m = train_and_evaluate(ca, ae_wd)
     cl = digits32_ldm.get_config("smoke")
     cl.data.data_dir = data_dir
     cl.latent.autoencoder = ae_wd
     cl.train.num_grid_samples = 0  # generate() below compiles the sampler -> decoder once
     ldm_wd = str(root / "ldm")
     m = train_and_evaluate(cl, ldm_wd)
-    return ca, ae_wd, cl, ldm_wd, m
+    return ca, ae_wd, cl, ldm_wd, m, ae_m
+
+
+def test_patch_gan_runs_through_the_loop(ldm_run):
+    import json
+
+    ca, ae_wd, *_ = ldm_run
+    with open(os.path.join(ae_wd, "config.json")) as f:
+        assert json.load(f)["loss"]["discriminator"]  # the fixture's autoencoder trained with the GAN term on
+    m = ldm_run[-1]  # the last logged step (4) is after disc_start = 2: both adversarial terms reported
+    assert np.isfinite(m["d_loss"]) and np.isfinite(m["g_loss"]) and m["d_loss"] > 0
 
 
 def test_autoencoder_run_stores_scale_factor_and_reports_psnr(ldm_run):
@@ -142,7 +153,7 @@ def test_latent_diffusion_trains_on_cached_scaled_latents_and_samples_images(ldm
     from jaxdiff.training.autoencoder import encode_fn, restore_autoencoder
     from jaxdiff.training.loop import build_pipeline, generate, restore_trained
 
-    ca, ae_wd, cl, ldm_wd, m = ldm_run
+    ca, ae_wd, cl, ldm_wd, m, _ = ldm_run
     assert m["step"] == cl.train.num_steps and np.isfinite(m["loss"])
     model, params, scale, step, _ = restore_autoencoder(os.path.abspath(ae_wd))
     lat = build_pipeline(cl, "test", 1).all_images()
@@ -189,3 +200,43 @@ def test_arrays_source_round_trip_and_errors(tmp_path, data_dir):
         load_source("arrays", "train", config=str(tmp_path / "missing.npz"))
     with pytest.raises(ValueError, match="no validation_<feature>"):
         load_source("arrays", "validation", config=path)
+
+
+def test_patch_gan_terms_gradients_and_warmup(tiny):
+    """The adversarial terms: zero before disc_start; after it, the autoencoder's gradient from them is
+    that of -disc_weight * mean D(x_rec) with D fixed, and D's gradient is that of its hinge loss with x_rec
+    fixed (no cross-talk between the two parameter groups)."""
+    from jaxdiff.latent import hinge_d_loss
+    from jaxdiff.models.autoencoder import PatchDiscriminator
+
+    model, ae_params, x = tiny
+    disc = PatchDiscriminator(8, 1, 4)
+    with pytest.raises(ValueError, match="too small"):
+        PatchDiscriminator(8, 2, 4).init(jax.random.PRNGKey(7), x)
+    d_params = disc.init(jax.random.PRNGKey(7), x)["params"]
+    params = {"autoencoder": ae_params, "discriminator": d_params}
+    keys = example_keys(jax.random.PRNGKey(3), jnp.asarray(0), jnp.arange(4))
+    base = make_autoencoder_loss(model, 0.1)
+    gan = make_autoencoder_loss(model, 0.1, disc, disc_weight=0.5, disc_start=10)
+    before = {"x": x, "step": jnp.full((4,), 9)}
+    after = {"x": x, "step": jnp.full((4,), 10)}
+    np.testing.assert_allclose(gan(params, before, keys)[0], base(ae_params, before, keys)[0], rtol=1e-6)
+    g_before = jax.grad(lambda p: gan(p, before, keys)[0])(params)
+    assert all(float(jnp.abs(v).max()) == 0 for v in jax.tree_util.tree_leaves(g_before["discriminator"]))
+
+    g = jax.grad(lambda p: gan(p, after, keys)[0])(params)
+    def rec(p):  # the same posterior sample as the loss
+        mean, logvar = model.apply({"params": p}, x, method=model.encode)
+        eps = jax.vmap(lambda k: jax.random.normal(k, mean.shape[1:]))(keys)
+        return model.apply({"params": p}, mean + jnp.exp(0.5 * logvar) * eps, method=model.decode)
+
+    D = lambda dp, im: disc.apply({"params": dp}, im)
+    want_ae = jax.grad(lambda p: base(p, after, keys)[0] + 0.5 * (-D(d_params, rec(p)).mean()))(ae_params)
+    want_d = jax.grad(lambda dp: hinge_d_loss(D(dp, x), D(dp, rec(ae_params))).mean())(d_params)
+    for a, b in zip(jax.tree_util.tree_leaves(g["autoencoder"]), jax.tree_util.tree_leaves(want_ae)):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+    for a, b in zip(jax.tree_util.tree_leaves(g["discriminator"]), jax.tree_util.tree_leaves(want_d)):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+    # hinge loss by hand
+    r, f = jnp.array([[2.0, 0.5]]), jnp.array([[-0.5, 1.0]])
+    np.testing.assert_allclose(hinge_d_loss(r, f), [0.5 * ((0 + 0.5) / 2 + (0.5 + 2) / 2)])

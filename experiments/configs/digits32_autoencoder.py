@@ -1,6 +1,8 @@
 """The LDM KL autoencoder (f = 4) on the digits at 32x32: 32x32x1 images <-> 8x8x2 latents, trained with L1
 reconstruction + KL (weight 1e-6, LDM's) through the usual loop (EMA, Orbax checkpoints, exact resume).
-The final checkpoint stores the latent scale factor (1 / std of the training latents).
+The final checkpoint stores the latent scale factor (1 / std of the training latents). An optional
+patch discriminator (``--config.loss.discriminator=True``) adds LDM's hinge-loss GAN term after
+``loss.disc_start`` steps.
 
     python -m experiments.train --config experiments/configs/digits32_autoencoder.py --workdir runs/digits32_ae
     python -m experiments.evaluate --workdir runs/digits32_ae          # test PSNR / SSIM
@@ -36,6 +38,13 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
 
     c.loss = ml_collections.ConfigDict()
     c.loss.kl_weight = 1e-6
+    # Optional patch discriminator (hinge loss), switched on at step disc_start (LDM: 50k of its runs).
+    c.loss.discriminator = False
+    c.loss.disc_weight = 0.1
+    c.loss.disc_start = 1000
+    c.loss.disc_channels = 32
+    c.loss.disc_layers = 2
+    c.loss.disc_groups = 8
 
     c.optim = ml_collections.ConfigDict()
     c.optim.batch_size = 32

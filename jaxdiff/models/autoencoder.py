@@ -247,3 +247,28 @@ def params_from_torch(state_dict: dict, params: Any) -> Any:
     leaves = [jnp.asarray(out[jax.tree_util.keystr(p, simple=True, separator="/")])
               for p, _ in jax.tree_util.tree_flatten_with_path(params)[0]]
     return jax.tree_util.tree_unflatten(jax.tree_util.tree_structure(params), leaves)
+
+
+class PatchDiscriminator(nn.Module):
+    """PatchGAN discriminator (Isola et al. 2017; LDM's ``NLayerDiscriminator``): a 4x4 stride-2 conv with
+    LeakyReLU(0.2), ``n_layers - 1`` more doubling the width (capped at 8x) with a norm, a stride-1 conv, and
+    a 1-channel conv: one real/fake logit per overlapping patch ``[B, h, w, 1]``. GroupNorm replaces LDM's
+    ActNorm/BatchNorm so that the train step stays a pure function (no running statistics)."""
+
+    base_channels: int = 64
+    n_layers: int = 3
+    norm_groups: int = 32
+
+    @nn.compact
+    def __call__(self, x):
+        h = nn.leaky_relu(nn.Conv(self.base_channels, (4, 4), (2, 2), padding=1)(x), 0.2)
+        for i in range(1, self.n_layers + 1):
+            ch = self.base_channels * min(2**i, 8)
+            stride = 2 if i < self.n_layers else 1
+            h = nn.Conv(ch, (4, 4), (stride, stride), padding=1, use_bias=False)(h)
+            h = nn.leaky_relu(nn.GroupNorm(num_groups=min(self.norm_groups, ch))(h), 0.2)
+        out = nn.Conv(1, (4, 4), padding=1)(h)
+        if out.shape[1] < 1 or out.shape[2] < 1:
+            raise ValueError(f"images of {x.shape[1]}x{x.shape[2]} are too small for a patch discriminator with "
+                             f"n_layers={self.n_layers} (no patch left); use fewer layers")
+        return out

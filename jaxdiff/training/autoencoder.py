@@ -15,7 +15,7 @@ import numpy as np
 
 from jaxdiff.data import to_float
 from jaxdiff.latent import encode_dataset, psnr, scale_factor, ssim
-from jaxdiff.models.autoencoder import AutoencoderConfig, AutoencoderKL
+from jaxdiff.models.autoencoder import AutoencoderConfig, AutoencoderKL, PatchDiscriminator
 
 log = logging.getLogger("jaxdiff.train")
 
@@ -69,6 +69,38 @@ def init_autoencoder(config, model: AutoencoderKL):
     return model.init(jax.random.PRNGKey(config.seed), jnp.zeros((1, s, s, c)))["params"]
 
 
+def build_discriminator(config):
+    """The patch discriminator of ``config.loss`` (``discriminator=True``), else None."""
+    lo = config.get("loss", {})
+    if not lo.get("discriminator", False):
+        return None
+    return PatchDiscriminator(lo.get("disc_channels", 64), lo.get("disc_layers", 3), lo.get("disc_groups", 32))
+
+
+def init_params(config, model: AutoencoderKL):
+    """The trained params: the autoencoder's, or ``{"autoencoder", "discriminator"}`` with a discriminator."""
+    params = init_autoencoder(config, model)
+    disc = build_discriminator(config)
+    if disc is None:
+        return params
+    s, c = config.model.image_size, config.model.in_channels
+    d = disc.init(jax.random.PRNGKey(config.seed + 1), jnp.zeros((1, s, s, c)))["params"]
+    return {"autoencoder": params, "discriminator": d}
+
+
+def autoencoder_params(params):
+    """The autoencoder's part of trained params (drops a discriminator)."""
+    return params["autoencoder"] if "discriminator" in params else params
+
+
+def build_loss(config, model: AutoencoderKL):
+    from jaxdiff.latent import make_autoencoder_loss
+
+    lo = config.loss
+    return make_autoencoder_loss(model, lo.kl_weight, build_discriminator(config), lo.get("disc_weight", 0.1),
+                                 lo.get("disc_start", 0))
+
+
 def reconstruct_fn(model: AutoencoderKL):
     """jitted ``fn(params, x) -> decode(mean of q(z|x))``."""
     return jax.jit(lambda p, x: model.apply({"params": p}, x)[0])
@@ -83,12 +115,13 @@ def grid_fn(model: AutoencoderKL, images):
     the loop writes at sample time for an autoencoder: pairs side by side in an even number of columns)."""
     rec = reconstruct_fn(model)
     x = jnp.asarray(images)
-    return lambda params, key: jnp.stack([x, jnp.clip(rec(params, x), -1, 1)], 1).reshape((-1,) + x.shape[1:])
+    return lambda params, key: jnp.stack([x, jnp.clip(rec(autoencoder_params(params), x), -1, 1)],
+                                         1).reshape((-1,) + x.shape[1:])
 
 
 def latent_scale(model: AutoencoderKL, params, images, batch_size: int = 256) -> float:
     """1 / std of the posterior means of ``images`` (the latents a latent-diffusion model trains on)."""
-    enc = encode_fn(model, params)
+    enc = encode_fn(model, autoencoder_params(params))
     z = np.concatenate([np.asarray(enc(images[i:i + batch_size])[0]) for i in range(0, len(images), batch_size)])
     return scale_factor(z)
 
@@ -112,15 +145,16 @@ def restore_autoencoder(workdir: str, step: int | None = None):
                                 f"--config <..._autoencoder.py> --workdir {workdir})")
     tx = build_optimizer(config)
     ckpt = Checkpointer(ckpt_dir, async_save=False)
-    state, meta, step = ckpt.restore(create_train_state(init_autoencoder(config, model), tx, config.seed), step)
+    state, meta, step = ckpt.restore(create_train_state(init_params(config, model), tx, config.seed), step)
     ckpt.close()
+    params = autoencoder_params(state.ema_params)
     scale = meta.get("scale_factor")
     if scale is None:
         pipe = build_pipeline(config, "train", 1)
-        scale = latent_scale(model, state.ema_params, to_float(pipe.all_images(), config.data.num_levels))
+        scale = latent_scale(model, params, to_float(pipe.all_images(), config.data.num_levels))
         log.info("checkpoint %d of %s holds no scale factor; computed %.5f from its training latents",
                  step, workdir, scale)
-    return model, state.ema_params, float(scale), step, config
+    return model, params, float(scale), step, config
 
 
 def latent_source(config, split: str):

@@ -309,12 +309,11 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
     kind = config_kind(config)
     tx = build_optimizer(config)
     if kind == "autoencoder":  # the same machinery (EMA, checkpoints, resume) for the LDM autoencoder
-        from jaxdiff.latent import make_autoencoder_loss
         from jaxdiff.training import autoencoder as ae
 
         model = ae.build_autoencoder(config)
-        loss_fn = make_autoencoder_loss(model, config.loss.kl_weight)
-        make_state = lambda: create_train_state(ae.init_autoencoder(config, model), tx, config.seed)
+        loss_fn = ae.build_loss(config, model)
+        make_state = lambda: create_train_state(ae.init_params(config, model), tx, config.seed)
     else:
         model, ucfg = build_model(config)
         schedule = build_schedule(config)
@@ -368,15 +367,17 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
 
     text_cfg = config.get("text", None)
 
-    def with_cond(b):
+    def with_cond(b, step):
         c = cond_of(b, use_labels, text_cfg)
         out = {"x": b["x"], "index": b["index"]}
         if c is not None:
             out["cond"] = c
+        if kind == "autoencoder":  # per example, so that it splits over devices like the rest
+            out["step"] = np.full(len(b["index"]), step, np.int32)
         return out
 
     def get_batch(step):
-        bs = [with_cond(pipeline.batch(step + j)) for j in range(k)]
+        bs = [with_cond(pipeline.batch(step + j), step + j) for j in range(k)]
         b = jax.tree_util.tree_map(lambda *xs: np.stack(xs), *bs) if k > 1 else bs[0]
         if pmapped:  # [k?, B, ...] -> [dev, k?, B/dev, ...]
             ax = 1 if k > 1 else 0
