@@ -131,22 +131,16 @@ def restore_autoencoder(workdir: str, step: int | None = None):
     """``(model, ema_params, scale_factor, step, config)`` of a trained autoencoder. The scale factor is the
     one stored with its final checkpoint (computed from its training latents when the checkpoint holds
     none, e.g. a run stopped early)."""
-    from jaxdiff.training.checkpoint import Checkpointer
-    from jaxdiff.training.loop import build_optimizer, build_pipeline, load_config
+    from jaxdiff.training.loop import build_optimizer, build_pipeline, load_config, restore_state
     from jaxdiff.training.state import create_train_state
 
     config = load_config(workdir)
     if config_kind(config) != "autoencoder":
         raise ValueError(f"{workdir} holds a {config_kind(config)} run, not an autoencoder (config.kind)")
     model = build_autoencoder(config)
-    ckpt_dir = os.path.join(workdir, "checkpoints")
-    if not os.path.isdir(ckpt_dir) or not os.listdir(ckpt_dir):
-        raise FileNotFoundError(f"no checkpoint in {ckpt_dir}: train the autoencoder first (experiments.train "
-                                f"--config <..._autoencoder.py> --workdir {workdir})")
-    tx = build_optimizer(config)
-    ckpt = Checkpointer(ckpt_dir, async_save=False)
-    state, meta, step = ckpt.restore(create_train_state(init_params(config, model), tx, config.seed), step)
-    ckpt.close()
+    state, meta, step = restore_state(
+        workdir, lambda tx: create_train_state(init_params(config, model), tx, config.seed), build_optimizer(config),
+        step)
     params = autoencoder_params(state.ema_params)
     scale = meta.get("scale_factor")
     if scale is None:

@@ -459,15 +459,22 @@ def restore_trained(workdir: str, step: int | None = None):
                          f"experiments.evaluate, or train a latent-diffusion config on it (latent.autoencoder)")
     model, _ = build_model(config)
     schedule = build_schedule(config)
+    state, _, step = restore_state(workdir, lambda tx: init_state(config, model, tx), build_optimizer(config), step)
+    return config, model, schedule, state.ema_params, step
+
+
+def restore_state(workdir: str, make_state, tx, step: int | None = None):
+    """``(state, meta, step)``: the TrainState of ``make_state(tx)``'s structure restored from the workdir's
+    latest (or given) checkpoint; FileNotFoundError naming the workdir when it has none."""
     ckpt_dir = os.path.join(workdir, "checkpoints")
     if not os.path.isdir(ckpt_dir) or not os.listdir(ckpt_dir):
         raise FileNotFoundError(f"no checkpoint in {ckpt_dir}: train first with experiments.train "
                                 f"--workdir {workdir}")
-    tx = build_optimizer(config)
     ckpt = Checkpointer(ckpt_dir, async_save=False)
-    state, _, step = ckpt.restore(init_state(config, model, tx), step)
-    ckpt.close()
-    return config, model, schedule, state.ema_params, step
+    try:
+        return ckpt.restore(make_state(tx), step)
+    finally:
+        ckpt.close()
 
 
 def generate(config, model, schedule, params, *, sampler: str, num_steps: int, num_samples: int,
