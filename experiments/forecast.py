@@ -59,6 +59,7 @@ def forecast(workdir, sampler=None, num_steps=None, resample=None, num_samples=N
     f = config.forecast
     sampler, num_steps = sampler or f.sampler, num_steps or f.num_steps
     resample, S = resample or f.resample, num_samples or f.num_samples
+    clip_x0 = f.get("clip_x0", 0.0) if clip_x0 is None else clip_x0
     H, W = f.horizon, config.model.image_size
     C = W - H
     win = test_windows(config)
@@ -71,7 +72,7 @@ def forecast(workdir, sampler=None, num_steps=None, resample=None, num_samples=N
     t0 = time.time()
     x = generate_imputed(config, model, schedule, params, x_known, known, sampler=sampler, num_steps=num_steps,
                          resample=resample, jump_length=f.jump_length, batch_size=batch_size, seed=0,
-                         labels=labels, clip_x0=f.get("clip_x0", 0.0) if clip_x0 is None else clip_x0)
+                         labels=labels, clip_x0=clip_x0)
     z = x[:, C:, 0].reshape(N, S, H)
     seconds = time.time() - t0
     samples = z * win["scale"][:, None, None] + win["loc"][:, None, None]
@@ -101,7 +102,7 @@ def forecast(workdir, sampler=None, num_steps=None, resample=None, num_samples=N
         r.update({k: float(np.mean(v)) for k, v in acc.items()})
         rows.append(r)
     res = {"step": step, "sampler": sampler, "num_steps": num_steps, "resample": resample,
-           "clip_x0": f.get("clip_x0", 0.0) if clip_x0 is None else clip_x0,
+           "clip_x0": clip_x0,
            "jump_length": min(f.jump_length, num_steps), "num_samples": S, "horizon": H, "context": C,
            "seconds": seconds, "series": rows,
            "beats_naive_crps": all(r["crps_diff"] < r["crps_naive"] for r in rows),

@@ -14,6 +14,8 @@ import wave
 
 import numpy as np
 
+from jaxdiff.data.pipeline import ArraySource
+
 
 def read_wav(path: str) -> tuple[int, np.ndarray]:
     """``(rate, x [n, channels] float32 in [-1, 1))`` of a 16-bit PCM WAV file."""
@@ -62,23 +64,6 @@ def segment(x: np.ndarray, length: int, hop: int | None = None) -> np.ndarray:
         return np.zeros((0, length, x.shape[1]), np.float32)
     starts = range(0, len(x) - length + 1, hop)
     return np.stack([x[s:s + length] for s in starts])
-
-
-class ArraySource:
-    """A random-access source over in-memory arrays (``source[i] -> {key: array[i]}``)."""
-
-    def __init__(self, arrays: dict):
-        self.arrays = arrays
-        self._n = len(next(iter(arrays.values())))
-
-    def __len__(self):
-        return self._n
-
-    def __getitem__(self, i):
-        return {k: v[i] for k, v in self.arrays.items()}
-
-    def __getitems__(self, idx):
-        return [self[i] for i in idx]
 
 
 def load_wav_folder(folder: str, split: str, *, rate: int, length: int, channels: int = 1,

@@ -28,8 +28,8 @@ def default_data_dir() -> str:
 
 def load_source(name: str, split: str, data_dir: Optional[str] = None, config: Optional[str] = None):
     """A random-access TFDS data source; offline builders are prepared on first use. ``name = "arrays"``
-    reads ``config`` instead: an ``.npz`` file holding ``<split>_image`` and optionally ``<split>_label``
-    (your own data, or a prepared dataset exported with :func:`export_arrays`; needs no TFDS)."""
+    reads ``config`` instead: an ``.npz`` file holding ``<split>_<feature>`` arrays (your own data, or a
+    prepared dataset exported with :func:`export_arrays`; needs no TFDS)."""
     if name == "arrays":
         return arrays_source(config, split)
     import tensorflow_datasets as tfds  # imported here: array sources need no TFDS
@@ -46,11 +46,26 @@ def load_source(name: str, split: str, data_dir: Optional[str] = None, config: O
     return builder.as_data_source(split=split)
 
 
+class ArraySource:
+    """A random-access source over in-memory arrays (``source[i] -> {key: array[i]}``)."""
+
+    def __init__(self, arrays: dict):
+        self.arrays = arrays
+        self._n = len(next(iter(arrays.values())))
+
+    def __len__(self):
+        return self._n
+
+    def __getitem__(self, i):
+        return {k: v[i] for k, v in self.arrays.items()}
+
+    def __getitems__(self, idx):
+        return [self[i] for i in idx]
+
+
 def arrays_source(path: str, split: str):
     """A random-access source over the ``<split>_<feature>`` arrays of an ``.npz`` file (features
     ``image``, ``label``, or any other the config's ``data.key`` names)."""
-    from jaxdiff.data.audio import ArraySource
-
     if not path or not os.path.exists(path):
         raise FileNotFoundError(f"data.name='arrays' needs data.config = an existing .npz file, got {path!r}")
     with np.load(path) as f:

@@ -64,9 +64,13 @@ def check_autoencoder_input(config, shape):
         raise ValueError(f"data images are {h}x{w}, model.image_size={config.model.image_size}")
 
 
-def init_autoencoder(config, model: AutoencoderKL):
+def _example_input(config):
     s, c = config.model.image_size, config.model.in_channels
-    return model.init(jax.random.PRNGKey(config.seed), jnp.zeros((1, s, s, c)))["params"]
+    return jnp.zeros((1, s, s, c))
+
+
+def init_autoencoder(config, model: AutoencoderKL):
+    return model.init(jax.random.PRNGKey(config.seed), _example_input(config))["params"]
 
 
 def build_discriminator(config):
@@ -83,8 +87,7 @@ def init_params(config, model: AutoencoderKL):
     disc = build_discriminator(config)
     if disc is None:
         return params
-    s, c = config.model.image_size, config.model.in_channels
-    d = disc.init(jax.random.PRNGKey(config.seed + 1), jnp.zeros((1, s, s, c)))["params"]
+    d = disc.init(jax.random.PRNGKey(config.seed + 1), _example_input(config))["params"]
     return {"autoencoder": params, "discriminator": d}
 
 
@@ -107,7 +110,10 @@ def reconstruct_fn(model: AutoencoderKL):
 
 
 def encode_fn(model: AutoencoderKL, params):
-    return jax.jit(lambda x: model.apply({"params": params}, x, method=AutoencoderKL.encode))
+    """``fn(x) -> (mean, logvar)`` of q(z|x); the params are an argument of the jitted function, not
+    constants compiled into it."""
+    enc = jax.jit(lambda p, x: model.apply({"params": p}, x, method=AutoencoderKL.encode))
+    return lambda x: enc(params, x)
 
 
 def grid_fn(model: AutoencoderKL, images):
@@ -155,7 +161,7 @@ def latent_source(config, split: str):
     """The latent dataset of a latent-diffusion config: the pixel split of ``config.data`` encoded once by
     the autoencoder of ``config.latent.autoencoder`` (posterior means, cached under that workdir's
     ``latents/``), times its scale factor, with the labels."""
-    from jaxdiff.data.audio import ArraySource
+    from jaxdiff.data.pipeline import ArraySource
     from jaxdiff.training.loop import build_pipeline
 
     ae_dir = latent_autoencoder(config)
