@@ -26,7 +26,6 @@ from jaxdiff.data.series import (
     fit_ar,
     load_series,
     seasonal_naive,
-    split_index,
 )
 from jaxdiff.evaluation.grid import unique_path
 from jaxdiff.training.loop import generate_imputed, restore_trained
@@ -47,10 +46,19 @@ def define_flags():
     flags.mark_flags_as_required(["workdir"])
 
 
-def test_windows(config):
-    src = load_source(config.data.name, "test", config.data.data_dir or None, config=config.data.config)
+def test_windows(config, split="test", keys=("series", "label", "loc", "scale", "start")):
+    src = load_source(config.data.name, split, config.data.data_dir or None, config=config.data.config)
     ex = [src[i] for i in range(len(src))]
-    return {k: np.stack([e[k] for e in ex]) for k in ("series", "label", "loc", "scale", "start")}
+    return {k: np.stack([e[k] for e in ex]) for k in keys}
+
+
+def training_ends(config) -> dict[int, int]:
+    """Per series id, the index where the model's training data end (the last training window's end):
+    the AR baseline is fit on the values before it, so a validation config (``*_val``) fits on its own
+    shorter training part."""
+    tr = test_windows(config, "train", ("label", "start"))
+    return {int(k): int(tr["start"][tr["label"] == k].max()) + config.model.image_size
+            for k in np.unique(tr["label"])}
 
 
 def forecast(workdir, sampler=None, num_steps=None, resample=None, num_samples=None, batch_size=2000,
@@ -67,7 +75,8 @@ def forecast(workdir, sampler=None, num_steps=None, resample=None, num_samples=N
     known = np.zeros((W, 1), np.float32)
     known[:C] = 1.0
     x_known = np.repeat(win["series"] * known, S, axis=0)  # [N*S, W, 1]
-    labels = np.repeat(win["label"].astype(np.int32), S)
+    labels = np.repeat(win["label"].astype(np.int32), S) if config.data.use_labels else None
+    ends = training_ends(config)
 
     t0 = time.time()
     x = generate_imputed(config, model, schedule, params, x_known, known, sampler=sampler, num_steps=num_steps,
@@ -84,7 +93,7 @@ def forecast(workdir, sampler=None, num_steps=None, resample=None, num_samples=N
         if not len(idx):
             continue
         values = load_series(info.name)
-        const, coefs, sigma2 = fit_ar(values[: split_index(len(values), 0.2)], max_lag=min(C, 12))
+        const, coefs, sigma2 = fit_ar(values[: ends[sid]], max_lag=min(C, 12))
         r = {"series": info.name, "period": info.period, "origins": int(len(idx)), "ar_order": int(len(coefs))}
         acc = {k: [] for k in ("crps_diff", "mse_diff", "crps_naive", "mse_naive", "crps_ar", "mse_ar")}
         for j in idx:
@@ -101,12 +110,16 @@ def forecast(workdir, sampler=None, num_steps=None, resample=None, num_samples=N
             acc["mse_ar"].append((mean - y) ** 2)
         r.update({k: float(np.mean(v)) for k, v in acc.items()})
         rows.append(r)
-    res = {"step": step, "sampler": sampler, "num_steps": num_steps, "resample": resample,
+    rel_ar = [r["crps_diff"] / r["crps_ar"] for r in rows]
+    res = {"step": step, "data": os.path.basename(str(config.data.config)), "labels": bool(config.data.use_labels),
+           "sampler": sampler, "num_steps": num_steps, "resample": resample,
            "clip_x0": clip_x0,
            "jump_length": min(f.jump_length, num_steps), "num_samples": S, "horizon": H, "context": C,
            "seconds": seconds, "series": rows,
            "beats_naive_crps": all(r["crps_diff"] < r["crps_naive"] for r in rows),
-           "beats_ar_crps": int(sum(r["crps_diff"] <= r["crps_ar"] for r in rows))}
+           "beats_ar_crps": int(sum(r["crps_diff"] <= r["crps_ar"] for r in rows)),
+           # geometric mean over series of CRPS(diffusion) / CRPS(AR): the one number settings are chosen by
+           "crps_ratio_ar": float(np.exp(np.mean(np.log(rel_ar))))}
     res["table"] = table(res)
     os.makedirs(os.path.join(workdir, "eval"), exist_ok=True)
     path = unique_path(os.path.join(workdir, "eval", f"forecast_{sampler}_{num_steps}_r{resample}.json"))
@@ -121,7 +134,9 @@ def forecast(workdir, sampler=None, num_steps=None, resample=None, num_samples=N
 def table(res) -> str:
     lines = [f"Forecast {res['horizon']} steps from {res['context']}, {res['num_samples']} samples, "
              f"{res['sampler']} {res['num_steps']} steps, RePaint r={res['resample']} "
-             f"j={res['jump_length']} (model step {res['step']})",
+             f"j={res['jump_length']} (model step {res['step']}, data {res['data']}, "
+             f"{'class-conditional' if res['labels'] else 'one model for all series'}; "
+             f"CRPS / CRPS(AR) geometric mean {res['crps_ratio_ar']:.3f})",
              "| series | period | origins | CRPS diffusion | CRPS seasonal-naive | CRPS AR(p) | MSE diffusion "
              "| MSE seasonal-naive | MSE AR(p) |",
              "|---|---|---|---|---|---|---|---|---|"]

@@ -67,6 +67,33 @@ def test_crps():
     np.testing.assert_allclose(TS.crps_samples(big, np.array([yy]))[0], num, rtol=0.02)
 
 
+def test_validation_config_lies_inside_the_training_part(data_dir):
+    """``32_8_val`` = the ``32_8`` cut of each series' training part: its origins and training windows end
+    before the test part begins, and the forecast fits AR on the validation config's own training part."""
+    import ml_collections
+
+    from experiments.forecast import test_windows, training_ends
+    from jaxdiff.data import load_source
+
+    full = load_source("series", "train", data_dir, config="32_8")
+    c = ml_collections.ConfigDict({"data": {"name": "series", "data_dir": data_dir, "config": "32_8_val"},
+                                   "model": {"image_size": 32}})
+    val = test_windows(c)
+    ends = training_ends(c)
+    assert len(full) > len(test_windows(c, "train", ("label",))["label"])
+    for sid, info in enumerate(TS.SERIES):
+        v = TS.load_series(info.name)
+        inner = TS.training_part(v)
+        assert len(inner) == TS.split_index(len(v), 0.2)
+        assert ends[sid] == TS.split_index(len(inner), 0.2)
+        starts = val["start"][val["label"] == sid]
+        assert starts.min() + 24 == ends[sid] and (starts + 32 <= len(inner)).all()
+        j = np.where(val["label"] == sid)[0][-1]
+        s = val["start"][j]
+        np.testing.assert_allclose(val["series"][j, :, 0] * val["scale"][j] + val["loc"][j], v[s:s + 32],
+                                   rtol=1e-5)
+
+
 def test_builder_and_forecast_end_to_end(tmp_path, data_dir):
     from experiments.configs.series_ddpm import get_config
     from experiments.forecast import forecast

@@ -8,7 +8,9 @@ is every 6th image (300 images), the rest is train (1497).
 ``series``: six real series that statsmodels ships (sunspots, CO2, El Nino, Nile, US unemployment and
 inflation; :mod:`jaxdiff.data.series`) as context-normalised windows ``[window, 1]`` (float32) with the
 series id as label; configs ``<window>_<horizon>`` (``32_8``, ``64_16``); train = windows before the last
-20% of each series, test = rolling forecast origins inside it.
+20% of each series, test = rolling forecast origins inside it. ``<window>_<horizon>_val`` is the same cut of
+each series' training part alone (its "test" split is a validation split by time, for choosing settings
+without looking at the test part).
 
 ``photos``: 64x64 crops (stride 32) of the real photographs scikit-image ships (astronaut, cat, rocket,
 Hubble deep field, retina, ...; grey ones repeated to RGB), 256 levels; the test split is the crops of
@@ -74,12 +76,19 @@ class Series(tfds.core.GeneratorBasedBuilder):
 
     VERSION = tfds.core.Version("1.0.0")
     BUILDER_CONFIGS = [tfds.core.BuilderConfig(name=n, description=f"window_horizon {n}")
-                       for n in ("32_8", "64_16")]
+                       for n in ("32_8", "64_16")] + [
+        tfds.core.BuilderConfig(name=f"{n}_val", description=f"window_horizon {n}, validation: the test part "
+                                "removed, the last 20% of the training part held out in its place")
+        for n in ("32_8", "64_16")]
 
     @property
     def window_horizon(self) -> tuple[int, int]:
-        w, h = self.builder_config.name.split("_")
+        w, h = self.builder_config.name.split("_")[:2]
         return int(w), int(h)
+
+    @property
+    def validation(self) -> bool:
+        return self.builder_config.name.endswith("_val")
 
     def _info(self):
         from jaxdiff.data.series import SERIES_NAMES
@@ -96,12 +105,13 @@ class Series(tfds.core.GeneratorBasedBuilder):
                 "start": tfds.features.Tensor(shape=(), dtype=np.int32)}))
 
     def _split_generators(self, dl_manager):
-        from jaxdiff.data.series import SERIES_NAMES, load_series, make_windows
+        from jaxdiff.data.series import SERIES_NAMES, load_series, make_windows, training_part
 
         w, h = self.window_horizon
         parts = {"train": [], "test": []}
         for i, name in enumerate(SERIES_NAMES):
-            tr, te = make_windows(load_series(name), w, h)
+            values = load_series(name)
+            tr, te = make_windows(training_part(values) if self.validation else values, w, h)
             parts["train"].append((i, tr))
             parts["test"].append((i, te))
         return {k: self._generate_examples(v) for k, v in parts.items()}

@@ -59,6 +59,11 @@ def split_index(n: int, test_frac: float) -> int:
     return int(round(n * (1 - test_frac)))
 
 
+def training_part(values: np.ndarray, test_frac: float = 0.2) -> np.ndarray:
+    """The values before the held-out test part (what validation splits are cut from)."""
+    return np.asarray(values)[: split_index(len(values), test_frac)]
+
+
 def normalise(window: np.ndarray, context: int, floor: float):
     """``(z, loc, scale)`` with loc/scale from the window's first ``context`` values."""
     c = window[:context]
