@@ -115,3 +115,40 @@ def test_builder_and_forecast_end_to_end(tmp_path, data_dir):
     for r in res["series"]:
         for k in ("crps_diff", "crps_naive", "crps_ar", "mse_diff"):
             assert np.isfinite(r[k]) and r[k] >= 0, (r["series"], k)
+    # The baselines' scores, recomputed from the raw series: origins split..n-8 every 8, AR fit on the training part.
+    for info, r in zip(TS.SERIES, res["series"]):
+        v = TS.load_series(info.name)
+        split = TS.split_index(len(v), 0.2)
+        origins = range(split, len(v) - 7, 8)
+        const, coefs, s2 = TS.fit_ar(v[:split], 12)
+        naive = [np.abs(TS.seasonal_naive(v[:o], 8, info.period) - v[o:o + 8]).mean() for o in origins]
+        ar = [TS.crps_gaussian(*TS.ar_forecast(v[:o], 8, const, coefs, s2), v[o:o + 8]).mean() for o in origins]
+        # (rtol: the forecast's targets come from the float32 windows)
+        np.testing.assert_allclose([r["crps_naive"], r["crps_ar"]], [np.mean(naive), np.mean(ar)], rtol=1e-4)
+        assert r["origins"] == len(origins)
+
+    # Labels reach a class-conditional model's imputation (random weights: only the plumbing is tested);
+    # the known values are kept exactly; labels given to an unconditional model are refused.
+    import jax
+    import jax.numpy as jnp
+
+    from jaxdiff.training.loop import build_model, build_schedule, generate_imputed, restore_trained
+
+    config, _, schedule, params, _ = restore_trained(wd)
+    known = np.zeros((32, 1), np.float32)
+    known[:24] = 1
+    x_known = np.repeat(ex["series"][None] * known, 2, axis=0)
+    with pytest.raises(ValueError, match="class-conditional"):
+        generate_imputed(config, build_model(config)[0], schedule, params, x_known, known, sampler="ddpm",
+                         num_steps=2, jump_length=2, labels=np.array([0, 1]))
+    config.data.use_labels, config.model.num_classes = True, 6
+    model, ucfg = build_model(config)
+    p = model.init(jax.random.PRNGKey(0), jnp.zeros((1, 32, 1)), jnp.zeros((1,)), jnp.zeros((1,), jnp.int32))
+    leaves, tree = jax.tree.flatten(p["params"])  # perturbed: the zero-initialised output layer ignores labels
+    p = jax.tree.unflatten(tree, [w + 0.05 * np.random.default_rng(i).normal(size=w.shape).astype(np.float32)
+                                  for i, w in enumerate(leaves)])
+    run = lambda y: generate_imputed(config, model, build_schedule(config), p, x_known, known, clip_x0=10.0,
+                                     sampler="ddpm", num_steps=2, jump_length=2, labels=np.array(y), seed=1)
+    a, b = run([0, 1]), run([4, 5])
+    np.testing.assert_array_equal(a[:, :24], x_known[:, :24])
+    assert np.isfinite(a).all() and not np.allclose(a[:, 24:], b[:, 24:])
