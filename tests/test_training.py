@@ -161,6 +161,7 @@ def _final_params(workdir):
     return ema, step
 
 
+@pytest.mark.slow  # 93 s of subprocesses; run with -m slow
 def test_exact_resume_after_sigkill(tmp_path):
     """A run killed with SIGKILL after its first checkpoint, then restarted, ends with params bitwise
     equal to an uninterrupted run."""
