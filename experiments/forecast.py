@@ -46,7 +46,8 @@ def define_flags():
     flags.mark_flags_as_required(["workdir"])
 
 
-def test_windows(config, split="test", keys=("series", "label", "loc", "scale", "start")):
+def load_windows(config, split="test", keys=("series", "label", "loc", "scale", "start")):
+    """The chosen features of every window of a split of the model's series data, stacked."""
     src = load_source(config.data.name, split, config.data.data_dir or None, config=config.data.config)
     ex = [src[i] for i in range(len(src))]
     return {k: np.stack([e[k] for e in ex]) for k in keys}
@@ -56,7 +57,7 @@ def training_ends(config) -> dict[int, int]:
     """Per series id, the index where the model's training data end (the last training window's end):
     the AR baseline is fit on the values before it, so a validation config (``*_val``) fits on its own
     shorter training part."""
-    tr = test_windows(config, "train", ("label", "start"))
+    tr = load_windows(config, "train", ("label", "start"))
     return {int(k): int(tr["start"][tr["label"] == k].max()) + config.model.image_size
             for k in np.unique(tr["label"])}
 
@@ -70,7 +71,7 @@ def forecast(workdir, sampler=None, num_steps=None, resample=None, num_samples=N
     clip_x0 = f.get("clip_x0", 0.0) if clip_x0 is None else clip_x0
     H, W = f.horizon, config.model.image_size
     C = W - H
-    win = test_windows(config)
+    win = load_windows(config)
     N = len(win["label"])
     known = np.zeros((W, 1), np.float32)
     known[:C] = 1.0

@@ -72,15 +72,15 @@ def test_validation_config_lies_inside_the_training_part(data_dir):
     before the test part begins, and the forecast fits AR on the validation config's own training part."""
     import ml_collections
 
-    from experiments.forecast import test_windows, training_ends
+    from experiments.forecast import load_windows, training_ends
     from jaxdiff.data import load_source
 
     full = load_source("series", "train", data_dir, config="32_8")
     c = ml_collections.ConfigDict({"data": {"name": "series", "data_dir": data_dir, "config": "32_8_val"},
                                    "model": {"image_size": 32}})
-    val = test_windows(c)
+    val = load_windows(c)
     ends = training_ends(c)
-    assert len(full) > len(test_windows(c, "train", ("label",))["label"])
+    assert len(full) > len(load_windows(c, "train", ("label",))["label"])
     for sid, info in enumerate(TS.SERIES):
         v = TS.load_series(info.name)
         inner = TS.training_part(v)
@@ -132,7 +132,7 @@ def test_builder_and_forecast_end_to_end(tmp_path, data_dir):
     import jax
     import jax.numpy as jnp
 
-    from jaxdiff.training.loop import build_model, build_schedule, generate_imputed, restore_trained
+    from jaxdiff.training.loop import build_model, generate_imputed, restore_trained
 
     config, _, schedule, params, _ = restore_trained(wd)
     known = np.zeros((32, 1), np.float32)
@@ -142,12 +142,12 @@ def test_builder_and_forecast_end_to_end(tmp_path, data_dir):
         generate_imputed(config, build_model(config)[0], schedule, params, x_known, known, sampler="ddpm",
                          num_steps=2, jump_length=2, labels=np.array([0, 1]))
     config.data.use_labels, config.model.num_classes = True, 6
-    model, ucfg = build_model(config)
+    model, _ = build_model(config)
     p = model.init(jax.random.PRNGKey(0), jnp.zeros((1, 32, 1)), jnp.zeros((1,)), jnp.zeros((1,), jnp.int32))
     leaves, tree = jax.tree.flatten(p["params"])  # perturbed: the zero-initialised output layer ignores labels
     p = jax.tree.unflatten(tree, [w + 0.05 * np.random.default_rng(i).normal(size=w.shape).astype(np.float32)
                                   for i, w in enumerate(leaves)])
-    run = lambda y: generate_imputed(config, model, build_schedule(config), p, x_known, known, clip_x0=10.0,
+    run = lambda y: generate_imputed(config, model, schedule, p, x_known, known, clip_x0=10.0,
                                      sampler="ddpm", num_steps=2, jump_length=2, labels=np.array(y), seed=1)
     a, b = run([0, 1]), run([4, 5])
     np.testing.assert_array_equal(a[:, :24], x_known[:, :24])
