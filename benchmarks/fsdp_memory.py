@@ -16,7 +16,8 @@ import numpy as np  # noqa: E402
 from experiments.configs import cifar10_ddpm, digits_ddpm  # noqa: E402
 from jaxdiff.models import count_params  # noqa: E402
 from jaxdiff.training import parallel  # noqa: E402
-from jaxdiff.training.loop import build_model, build_optimizer, init_state  # noqa: E402
+from jaxdiff.training.build import build_model  # noqa: E402
+from jaxdiff.training.tasks import DIFFUSION, state_template  # noqa: E402
 
 
 def per_device_bytes(abstract, shardings):
@@ -36,8 +37,7 @@ def main():
     print("|---|---|---|---|---|---|---|---|")
     for name, cfg in (("DDPM CIFAR-10 U-Net", cifar10_ddpm.get_config()), ("digits U-Net", digits_ddpm.get_config())):
         model, _ = build_model(cfg)
-        tx = build_optimizer(cfg)
-        abstract = jax.eval_shape(lambda: init_state(cfg, model, tx))
+        abstract = jax.eval_shape(lambda: state_template(cfg, DIFFUSION, model))
         total = sum(int(np.prod(x.shape)) * x.dtype.itemsize for x in jax.tree_util.tree_leaves(abstract))
         row = []
         for f in (1, 2, 4, 8):

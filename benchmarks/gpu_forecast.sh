@@ -40,7 +40,8 @@ audio() {
   $PY - <<'PY'  # level and tonality of the samples vs training segments
 import glob, os, numpy as np
 from jaxdiff.data.audio import spectral_flatness
-from jaxdiff.training.loop import build_pipeline, load_config
+from jaxdiff.training.build import build_pipeline
+from jaxdiff.training.workdir import load_config
 wd = os.environ.get("R", "runs") + "/audio_long"
 x = np.load(sorted(glob.glob(wd + "/samples/ddpm_*.npz"))[-1])["samples"]
 t = build_pipeline(load_config(wd), "train", 256).batch(0)["x"]

@@ -23,8 +23,9 @@ from jaxdiff import samplers
 from jaxdiff.latent import decode_after
 from jaxdiff.models.autoencoder import AutoencoderKL
 from jaxdiff.training import autoencoder as ae
-from jaxdiff.training.loop import build_loss, build_model, build_optimizer, build_schedule, init_state, model_fn_for
+from jaxdiff.training.build import build_loss, build_model, build_optimizer, build_schedule, model_fn_for
 from jaxdiff.training.step import make_train_step
+from jaxdiff.training.tasks import DIFFUSION, state_template
 
 
 def _median_time(fn, reps):
@@ -46,7 +47,7 @@ def timings(batch: int, num_samples: int, steps: int, reps: int) -> dict:
         model, ucfg = build_model(config)
         schedule = build_schedule(config)
         tx = build_optimizer(config)
-        state = init_state(config, model, tx)
+        state = state_template(config, DIFFUSION, model)
         shape = (ucfg.image_size,) * 2 + (ucfg.in_channels,)
         step = jax.jit(make_train_step(build_loss(config, model, schedule), tx))
         b = {"x": jax.random.normal(jax.random.PRNGKey(1), (batch,) + shape), "index": jnp.arange(batch)}
@@ -88,7 +89,7 @@ def main():
           f"{px['sample_s_per_image'] / lt['sample_s_per_image']:.1f}x per sample")
     result = {"timings": t}
     if a.eval:
-        from experiments.evaluate import evaluate
+        from jaxdiff.evaluation.workdir import evaluate
 
         for name, wd in (("pixel", "runs/digits32"), ("latent", "runs/digits32_ldm")):
             m = evaluate(wd, sampler="dpmpp_2m", num_steps=a.steps, vlb=False, ode=False)

@@ -6,9 +6,10 @@ and probability-flow-ODE test bits/dim (100 test images) of runs/digits_{vpsde,s
 import json
 import time
 
-from experiments.evaluate import evaluate, test_ode_bpd
 from jaxdiff.data import to_float
-from jaxdiff.training.loop import build_pipeline, restore_trained
+from jaxdiff.evaluation.workdir import evaluate, ode_bpd_of_test
+from jaxdiff.training.build import build_pipeline
+from jaxdiff.training.tasks import restore_trained
 
 
 def main():
@@ -25,7 +26,7 @@ def main():
             config.eval.ode_bpd_examples = 100
             test = build_pipeline(config, "test", 1)
             tx = to_float(test.all_images(), config.data.num_levels)
-            r.update(test_ode_bpd(config, model, schedule, params, tx))
+            r.update(ode_bpd_of_test(config, model, schedule, params, tx))
         r["seconds"] = time.time() - t0
         out[name] = r
         print("RESULT", name, json.dumps(r), flush=True)

@@ -8,28 +8,10 @@ Writes ``eval/metrics_<sampler>_<steps>.json`` in the workdir (never overwriting
 """
 
 import json
-import os
 
-import jax
-import numpy as np
 from absl import app, flags
 
-from jaxdiff.data.pipeline import default_data_dir, to_float
-from jaxdiff.evaluation.evaluate import label_accuracy, sample_quality
-from jaxdiff.evaluation.grid import unique_path
-from jaxdiff.likelihood import full_vlb_bpd, ode_bpd
-from jaxdiff.samplers.timegrids import _zero_noise_at_zero
-from jaxdiff.schedules import is_discrete
-from jaxdiff.training.autoencoder import config_kind, evaluate_autoencoder, latent_autoencoder
-from jaxdiff.training.loop import (
-    build_pipeline,
-    generate,
-    load_classifier,
-    load_config,
-    model_fn_for,
-    restore_trained,
-    text_enabled,
-)
+from jaxdiff.evaluation.workdir import evaluate
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("workdir", None, "Training workdir.")
@@ -49,121 +31,6 @@ flags.DEFINE_float("guidance_scale", 1.0, "Classifier-free guidance scale with -
 flags.DEFINE_string("classifier_workdir", None, "Noise-aware classifier (experiments.train_classifier) for "
                     "classifier guidance; --guidance_scale is then the classifier scale.")
 flags.mark_flags_as_required(["workdir"])
-
-
-def evaluate(workdir, samples_path=None, sampler=None, num_steps=None, vlb=True, clip_x0=None,
-             options=None, conditional=False, guidance_scale=1.0, classifier_workdir=None,
-             ode=None) -> dict:
-    config = load_config(workdir)
-    if config_kind(config) == "autoencoder":
-        return evaluate_reconstruction(workdir)
-    config, model, schedule, params, step = restore_trained(workdir)
-    sampler = sampler or config.sample.sampler
-    num_steps = num_steps or config.sample.num_steps
-    if samples_path:
-        with np.load(samples_path) as f:
-            x, sampler, num_steps = f["samples"], str(f["sampler"]), int(f["num_steps"])
-    labels = None
-    if conditional and samples_path:
-        raise ValueError("--conditional generates its own labelled samples; drop --samples")
-    classifier_fn, clf_config = load_classifier(classifier_workdir) if classifier_workdir else (None, None)
-    text_on = text_enabled(config)
-    if conditional:
-        if text_on:
-            k = 10
-        elif classifier_fn:
-            k = clf_config.num_classes
-        else:
-            k = config.model.get("num_classes")
-        if not k:
-            raise ValueError(f"--conditional needs a class-conditional model or --classifier_workdir; "
-                             f"{workdir} has num_classes=None")
-        labels = np.arange(config.eval.num_samples) % k
-    gen_labels = labels
-    if conditional and text_on:  # prompts "a handwritten <word>" for labels 0..9 in turn
-        from jaxdiff.models.text import digit_caption, tokenize
-
-        gen_labels = tokenize([digit_caption(int(y), 0) for y in labels], config.text.max_len)
-    stats = {}
-    if not samples_path:
-        x = generate(config, model, schedule, params, sampler=sampler, num_steps=num_steps,
-                     labels=gen_labels, guidance_scale=guidance_scale, classifier_fn=classifier_fn,
-                     num_samples=config.eval.num_samples, batch_size=config.sample.batch_size, seed=1,
-                     clip_x0=clip_x0, stats=stats, **(options or {}))
-    # pixel data (a latent-diffusion model's samples are decoded images)
-    train, test = build_pipeline(config, "train", 1, latent=False), build_pipeline(config, "test", 1, latent=False)
-    info = getattr(train.source, "dataset_info", None)  # TFDS; else (arrays, audio) the configured data dir
-    data_dir = os.path.dirname(os.path.dirname(info.data_dir)) if info else (config.data.data_dir or
-                                                                             default_data_dir())
-    m = sample_quality(x, train.all_images(), train.all_labels(), test.all_images(), test.all_labels(),
-                       num_levels=config.data.num_levels, cache_dir=data_dir,
-                       cache_name=feature_net_name(config),
-                       bootstrap=config.eval.bootstrap)
-    if labels is not None:
-        m["label_accuracy"] = label_accuracy(x, labels, train.all_images(), train.all_labels(),
-                                             num_levels=config.data.num_levels, cache_dir=data_dir,
-                                             cache_name=feature_net_name(config))
-        m["guidance_scale"] = guidance_scale
-        m["guidance"] = "classifier" if classifier_fn else "classifier-free"
-    m.update(step=step, sampler=sampler, num_steps=num_steps, options=options or {}, **stats,
-             clip_x0=clip_x0 if clip_x0 is not None else config.sample.get("clip_x0", None))
-    test_x = to_float(test.all_images(), config.data.num_levels)
-    if latent_autoencoder(config):  # likelihoods of latents are not bits/dim of the images
-        vlb = ode = False
-    if ode is None:
-        ode = vlb and not is_discrete(schedule)
-    if ode:
-        m.update(test_ode_bpd(config, model, schedule, params, test_x))
-    if vlb and is_discrete(schedule):
-        xt = test_x[: config.eval.vlb_examples]
-        fn = jax.jit(lambda p, x: full_vlb_bpd(model_fn_for(model, p), schedule, x, jax.random.PRNGKey(0),
-                                                prediction=config.diffusion.prediction,
-                                                num_levels=config.data.num_levels,
-                                                variance=config.diffusion.variance))
-        out = jax.device_get(fn(params, xt))
-        m.update({f"test_bpd_{k}": float(np.mean(v)) for k, v in out.items()})
-    os.makedirs(os.path.join(workdir, "eval"), exist_ok=True)
-    path = unique_path(os.path.join(workdir, "eval", f"metrics_{sampler}_{num_steps}.json"))
-    with open(path, "w") as f:
-        json.dump(m, f, indent=2)
-    m["path"] = path
-    return m
-
-
-def feature_net_name(config) -> str:
-    """The cache name of the data's feature network (an ``arrays`` file by its name, not its path)."""
-    d = config.data
-    if d.name == "arrays":
-        return "arrays_" + os.path.splitext(os.path.basename(str(d.config)))[0]
-    return f"{d.name}_{d.config}"
-
-
-def evaluate_reconstruction(workdir) -> dict:
-    """An autoencoder's test PSNR / SSIM (``eval/reconstruction.json``, never overwritten)."""
-    m = evaluate_autoencoder(workdir)
-    os.makedirs(os.path.join(workdir, "eval"), exist_ok=True)
-    path = unique_path(os.path.join(workdir, "eval", "reconstruction.json"))
-    with open(path, "w") as f:
-        json.dump(m, f, indent=2)
-    m["path"] = path
-    return m
-
-
-def test_ode_bpd(config, model, schedule, params, test_x) -> dict:
-    """Probability-flow ODE bits/dim of the first ``eval.ode_bpd_examples`` test images (dequantized;
-    Rademacher-Hutchinson; Tsit5 at rtol = atol = 1e-5; t_min = eval.ode_t_min, default 1e-5 where
-    sigma(0) = 0 (score_sde's eps), else 0)."""
-    n = config.eval.get("ode_bpd_examples", 300)
-    t_min = config.eval.get("ode_t_min", None)
-    if t_min is None:
-        t_min = 1e-5 if _zero_noise_at_zero(schedule) else 0.0
-    fn = jax.jit(lambda p, x, k: ode_bpd(model_fn_for(model, p), schedule, x, k,
-                                         num_levels=config.data.num_levels,
-                                         prediction=config.diffusion.prediction, t_min=t_min))
-    out = jax.device_get(fn(params, test_x[:n], jax.random.PRNGKey(0)))
-    bpd = np.asarray(out["bpd"])
-    return {"test_ode_bpd": float(bpd.mean()), "test_ode_bpd_se": float(bpd.std(ddof=1) / np.sqrt(len(bpd))),
-            "test_ode_nfe": int(out["nfe"]), "ode_t_min": t_min, "ode_examples": int(len(bpd))}
 
 
 def main(argv):

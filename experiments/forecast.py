@@ -11,143 +11,21 @@ Writes ``eval/forecast_<sampler>_<steps>_r<resample>.json`` and ``.md`` in the w
 """
 
 import json
-import os
-import time
 
-import numpy as np
 from absl import app, flags
 
-from jaxdiff.data import load_source
-from jaxdiff.data.series import (
-    SERIES,
-    ar_forecast,
-    crps_gaussian,
-    crps_samples,
-    fit_ar,
-    load_series,
-    seasonal_naive,
-)
-from jaxdiff.evaluation.grid import unique_path
-from jaxdiff.training.loop import generate_imputed, restore_trained
+from jaxdiff.evaluation.forecasting import forecast
 
 FLAGS = flags.FLAGS
-
-
-def define_flags():
-    """The script's flags (defined only when run as a script, so the module imports beside evaluate.py)."""
-    flags.DEFINE_string("workdir", None, "Training workdir of a series model.")
-    flags.DEFINE_string("sampler", None, "Sampler (default: config.forecast.sampler).")
-    flags.DEFINE_integer("num_steps", None, "Sampler steps (default: config.forecast.num_steps).")
-    flags.DEFINE_integer("resample", None, "RePaint passes per segment (default: config.forecast.resample).")
-    flags.DEFINE_integer("num_samples", None, "Forecast draws per origin (default: config.forecast.num_samples).")
-    flags.DEFINE_integer("batch_size", 2000, "Windows per compiled call.")
-    flags.DEFINE_float("clip_x0", None, "Clip the implied x0 (normalised units) at every step (default: "
-                       "config.forecast.clip_x0).")
-    flags.mark_flags_as_required(["workdir"])
-
-
-def load_windows(config, split="test", keys=("series", "label", "loc", "scale", "start")):
-    """The chosen features of every window of a split of the model's series data, stacked."""
-    src = load_source(config.data.name, split, config.data.data_dir or None, config=config.data.config)
-    ex = [src[i] for i in range(len(src))]
-    return {k: np.stack([e[k] for e in ex]) for k in keys}
-
-
-def training_ends(config) -> dict[int, int]:
-    """Per series id, the index where the model's training data end (the last training window's end):
-    the AR baseline is fit on the values before it, so a validation config (``*_val``) fits on its own
-    shorter training part."""
-    tr = load_windows(config, "train", ("label", "start"))
-    return {int(k): int(tr["start"][tr["label"] == k].max()) + config.model.image_size
-            for k in np.unique(tr["label"])}
-
-
-def forecast(workdir, sampler=None, num_steps=None, resample=None, num_samples=None, batch_size=2000,
-             clip_x0=None) -> dict:
-    config, model, schedule, params, step = restore_trained(workdir)
-    f = config.forecast
-    sampler, num_steps = sampler or f.sampler, num_steps or f.num_steps
-    resample, S = resample or f.resample, num_samples or f.num_samples
-    clip_x0 = f.get("clip_x0", 0.0) if clip_x0 is None else clip_x0
-    H, W = f.horizon, config.model.image_size
-    C = W - H
-    win = load_windows(config)
-    N = len(win["label"])
-    known = np.zeros((W, 1), np.float32)
-    known[:C] = 1.0
-    x_known = np.repeat(win["series"] * known, S, axis=0)  # [N*S, W, 1]
-    labels = np.repeat(win["label"].astype(np.int32), S) if config.data.use_labels else None
-    ends = training_ends(config)
-
-    t0 = time.time()
-    x = generate_imputed(config, model, schedule, params, x_known, known, sampler=sampler, num_steps=num_steps,
-                         resample=resample, jump_length=f.jump_length, batch_size=batch_size, seed=0,
-                         labels=labels, clip_x0=clip_x0)
-    z = x[:, C:, 0].reshape(N, S, H)
-    seconds = time.time() - t0
-    samples = z * win["scale"][:, None, None] + win["loc"][:, None, None]
-    truth = win["series"][:, C:, 0] * win["scale"][:, None] + win["loc"][:, None]
-
-    rows = []
-    for sid, info in enumerate(SERIES):
-        idx = np.where(win["label"] == sid)[0]
-        if not len(idx):
-            continue
-        values = load_series(info.name)
-        const, coefs, sigma2 = fit_ar(values[: ends[sid]], max_lag=min(C, 12))
-        r = {"series": info.name, "period": info.period, "origins": int(len(idx)), "ar_order": int(len(coefs))}
-        acc = {k: [] for k in ("crps_diff", "mse_diff", "crps_naive", "mse_naive", "crps_ar", "mse_ar")}
-        for j in idx:
-            origin = int(win["start"][j]) + C
-            hist, y = values[:origin], truth[j]
-            np.testing.assert_allclose(y, values[origin:origin + H], rtol=1e-4, atol=1e-3 * np.abs(y).max())
-            acc["crps_diff"].append(crps_samples(samples[j], y))
-            acc["mse_diff"].append((samples[j].mean(0) - y) ** 2)
-            naive = seasonal_naive(hist, H, info.period)
-            acc["crps_naive"].append(np.abs(naive - y))  # CRPS of a point forecast = absolute error
-            acc["mse_naive"].append((naive - y) ** 2)
-            mean, std = ar_forecast(hist, H, const, coefs, sigma2)
-            acc["crps_ar"].append(crps_gaussian(mean, std, y))
-            acc["mse_ar"].append((mean - y) ** 2)
-        r.update({k: float(np.mean(v)) for k, v in acc.items()})
-        rows.append(r)
-    rel_ar = [r["crps_diff"] / r["crps_ar"] for r in rows]
-    res = {"step": step, "data": os.path.basename(str(config.data.config)), "labels": bool(config.data.use_labels),
-           "sampler": sampler, "num_steps": num_steps, "resample": resample,
-           "clip_x0": clip_x0,
-           "jump_length": min(f.jump_length, num_steps), "num_samples": S, "horizon": H, "context": C,
-           "seconds": seconds, "series": rows,
-           "beats_naive_crps": all(r["crps_diff"] < r["crps_naive"] for r in rows),
-           "beats_ar_crps": int(sum(r["crps_diff"] <= r["crps_ar"] for r in rows)),
-           # geometric mean over series of CRPS(diffusion) / CRPS(AR): the one number settings are chosen by
-           "crps_ratio_ar": float(np.exp(np.mean(np.log(rel_ar))))}
-    res["table"] = table(res)
-    os.makedirs(os.path.join(workdir, "eval"), exist_ok=True)
-    path = unique_path(os.path.join(workdir, "eval", f"forecast_{sampler}_{num_steps}_r{resample}.json"))
-    with open(path, "w") as fh:
-        json.dump(res, fh, indent=2)
-    with open(path[:-5] + ".md", "x") as fh:
-        fh.write(res["table"] + "\n")
-    res["path"] = path
-    return res
-
-
-def table(res) -> str:
-    lines = [f"Forecast {res['horizon']} steps from {res['context']}, {res['num_samples']} samples, "
-             f"{res['sampler']} {res['num_steps']} steps, RePaint r={res['resample']} "
-             f"j={res['jump_length']} (model step {res['step']}, data {res['data']}, "
-             f"{'class-conditional' if res['labels'] else 'one model for all series'}; "
-             f"CRPS / CRPS(AR) geometric mean {res['crps_ratio_ar']:.3f})",
-             "| series | period | origins | CRPS diffusion | CRPS seasonal-naive | CRPS AR(p) | MSE diffusion "
-             "| MSE seasonal-naive | MSE AR(p) |",
-             "|---|---|---|---|---|---|---|---|---|"]
-    for r in res["series"]:
-        best = min(r["crps_diff"], r["crps_naive"], r["crps_ar"])
-        f = lambda v: f"**{v:.4g}**" if v == best else f"{v:.4g}"
-        lines.append(f"| {r['series']} | {r['period'] or '-'} | {r['origins']} | {f(r['crps_diff'])} | "
-                     f"{f(r['crps_naive'])} | {f(r['crps_ar'])} (p={r['ar_order']}) | {r['mse_diff']:.4g} | "
-                     f"{r['mse_naive']:.4g} | {r['mse_ar']:.4g} |")
-    return "\n".join(lines)
+flags.DEFINE_string("workdir", None, "Training workdir of a series model.")
+flags.DEFINE_string("sampler", None, "Sampler (default: config.forecast.sampler).")
+flags.DEFINE_integer("num_steps", None, "Sampler steps (default: config.forecast.num_steps).")
+flags.DEFINE_integer("resample", None, "RePaint passes per segment (default: config.forecast.resample).")
+flags.DEFINE_integer("num_samples", None, "Forecast draws per origin (default: config.forecast.num_samples).")
+flags.DEFINE_integer("batch_size", 2000, "Windows per compiled call.")
+flags.DEFINE_float("clip_x0", None, "Clip the implied x0 (normalised units) at every step (default: "
+                   "config.forecast.clip_x0).")
+flags.mark_flags_as_required(["workdir"])
 
 
 def main(argv):
@@ -159,5 +37,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    define_flags()
     app.run(main)

@@ -12,8 +12,11 @@ import os
 import numpy as np
 from absl import app, flags, logging
 
-from jaxdiff.evaluation.grid import save_grid, unique_path
-from jaxdiff.training.loop import generate, load_classifier, restore_trained, text_enabled
+from jaxdiff.imputation import inpaint_mask
+from jaxdiff.outputs import save_grid, unique_path
+from jaxdiff.training.build import build_pipeline, latent_autoencoder, text_enabled
+from jaxdiff.training.generate import generate, generate_imputed
+from jaxdiff.training.tasks import load_classifier, restore_trained
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("workdir", None, "Training workdir (config.json + checkpoints).")
@@ -27,7 +30,7 @@ flags.DEFINE_float("clip_x0", None, "Clip the implied x0 to [-c, c] at every ste
 flags.DEFINE_string("options", "{}", 'Extra sampler options as JSON, e.g. \'{"sigma_max": 80}\'.')
 flags.DEFINE_integer("label", None, "Class label for a class-conditional model (-1: labels 0..9 in turn).")
 flags.DEFINE_float("guidance_scale", 1.0, "Classifier-free guidance scale (1: plain conditional).")
-flags.DEFINE_string("classifier_workdir", None, "Noise-aware classifier (experiments.train_classifier) for "
+flags.DEFINE_string("classifier_workdir", None, "Noise-aware classifier (task 'classifier') for "
                     "classifier guidance; --guidance_scale is then the classifier scale.")
 flags.DEFINE_string("prompt", None, "Text prompt for a text-conditioned model (digits_text).")
 flags.DEFINE_enum("inpaint", None, ["right", "left", "bottom", "top", "center", "random"],
@@ -38,33 +41,7 @@ flags.DEFINE_integer("jump_length", 10, "RePaint steps per segment for --inpaint
 flags.mark_flags_as_required(["workdir"])
 
 
-def inpaint_mask(name: str, shape, seed: int = 0) -> np.ndarray:
-    """1 = known, 0 = to fill, for an image shape ``[H, W, C]`` (or a sequence ``[L, C]``)."""
-    m = np.ones(shape, np.float32)
-    if name in ("right", "bottom"):
-        ax = 1 if (name == "right" and len(shape) == 3) else 0
-        sl = [slice(None)] * len(shape)
-        sl[ax] = slice(shape[ax] // 2, None)
-        m[tuple(sl)] = 0
-    elif name in ("left", "top"):
-        ax = 1 if (name == "left" and len(shape) == 3) else 0
-        sl = [slice(None)] * len(shape)
-        sl[ax] = slice(None, shape[ax] // 2)
-        m[tuple(sl)] = 0
-    elif name == "center":
-        q = [s // 4 for s in shape[:-1]]
-        m[tuple(slice(a, s - a) for a, s in zip(q, shape[:-1]))] = 0
-    elif name == "random":
-        m = (np.random.default_rng(seed).random(shape[:-1] + (1,)) < 0.5).astype(np.float32) * m
-    else:
-        raise ValueError(f"unknown inpainting mask {name!r}")
-    return m
-
-
 def inpaint(config, model, schedule, params, step, sampler, num_steps, stem) -> str:
-    from jaxdiff.training.autoencoder import latent_autoencoder
-    from jaxdiff.training.loop import build_pipeline, generate_imputed
-
     if latent_autoencoder(config):
         raise ValueError("--inpaint imputes in the model's data space; a latent-diffusion model's pixel masks do "
                          "not map onto its latents (not supported); use a pixel-space model")
@@ -93,7 +70,6 @@ def write_audio(config, x, stem: str, num: int = 4) -> list[str]:
     from PIL import Image
 
     from jaxdiff.data.audio import spectrogram_image, write_wav
-    from jaxdiff.training.loop import build_pipeline
 
     rate = config.data.rate
     paths = [write_wav(f"{stem}_{i}.wav", x[i], rate) for i in range(min(num, len(x)))]
@@ -129,7 +105,7 @@ def main(argv):
                              f"holds at most text.max_len={config.text.max_len}")
         labels = np.repeat(tokenize([FLAGS.prompt], config.text.max_len), n, axis=0)
     elif FLAGS.label is not None:
-        k = clf_config.num_classes if classifier_fn else config.model.get("num_classes")
+        k = clf_config.num_classes if classifier_fn else config.model.num_classes
         if not k:
             raise ValueError(f"--label needs a class-conditional model or --classifier_workdir; "
                              f"{FLAGS.workdir} has num_classes=None")

@@ -1,4 +1,4 @@
-"""Train a diffusion model.
+"""Train any task of the task table (a diffusion model, an autoencoder, a noise-aware classifier).
 
     python -m experiments.train --config experiments/configs/digits_ddpm.py --workdir runs/digits
 
@@ -14,6 +14,7 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 from jaxdiff.training.loop import train_and_evaluate
+from jaxdiff.training.schema import check_config
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Experiment config file.", lock_config=True)
@@ -46,6 +47,7 @@ def main(argv):
 
     initialize(FLAGS.coordinator, FLAGS.num_processes, FLAGS.process_id,
                heartbeat_timeout_s=FLAGS.heartbeat_timeout)
+    check_config(FLAGS.config)  # a misspelled field is named before anything is built
     metrics = train_and_evaluate(FLAGS.config, FLAGS.workdir)
     logging.info("finished: %s", metrics)
 

@@ -23,6 +23,7 @@ from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from jaxdiff.forward import bcast
 from jaxdiff.samplers import get_sampler, prior_sample
@@ -112,3 +113,29 @@ def impute(model_fn: Callable, schedule: Schedule, x_known, mask, key, *, sample
     x = prior_sample(schedule, k_prior, x_known.shape, x_known.dtype)
     x, _ = jax.lax.scan(segment, x, (seg_knots, jnp.arange(n_seg)))
     return mask * x_known + (1 - mask) * x
+
+
+MASKS = ("right", "left", "bottom", "top", "center", "random")
+
+
+def inpaint_mask(name: str, shape, seed: int = 0) -> np.ndarray:
+    """1 = known, 0 = to fill, for an image shape ``[H, W, C]`` (or a sequence ``[L, C]``)."""
+    m = np.ones(shape, np.float32)
+    if name in ("right", "bottom"):
+        ax = 1 if (name == "right" and len(shape) == 3) else 0
+        sl = [slice(None)] * len(shape)
+        sl[ax] = slice(shape[ax] // 2, None)
+        m[tuple(sl)] = 0
+    elif name in ("left", "top"):
+        ax = 1 if (name == "left" and len(shape) == 3) else 0
+        sl = [slice(None)] * len(shape)
+        sl[ax] = slice(None, shape[ax] // 2)
+        m[tuple(sl)] = 0
+    elif name == "center":
+        q = [s // 4 for s in shape[:-1]]
+        m[tuple(slice(a, s - a) for a, s in zip(q, shape[:-1]))] = 0
+    elif name == "random":
+        m = (np.random.default_rng(seed).random(shape[:-1] + (1,)) < 0.5).astype(np.float32) * m  # host-side mask
+    else:
+        raise ValueError(f"unknown inpainting mask {name!r}; allowed: {list(MASKS)}")
+    return m

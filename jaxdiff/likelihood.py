@@ -26,8 +26,8 @@ from jaxdiff.forward import prior_kl, q_sample
 from jaxdiff.losses import LN2, p_variance, vdm_decoder_nll, vlb_term
 from jaxdiff.parameterization import to_x0_eps
 from jaxdiff.samplers.common import lam, setup
-from jaxdiff.samplers.ode import _nfe, diffrax_solver, pf_ode_field
-from jaxdiff.samplers.timegrids import _zero_noise_at_zero, default_t_min
+from jaxdiff.samplers.ode import diffrax_solver, nfe_of, pf_ode_field
+from jaxdiff.samplers.timegrids import default_t_min, zero_noise_at_zero
 from jaxdiff.schedules import DiscreteSchedule, Schedule
 
 DIVERGENCES = ("hutchinson", "exact")
@@ -99,7 +99,7 @@ def ode_log_likelihood(model_fn: Callable, schedule: Schedule, x, key, *, predic
     den, _ = setup(model_fn, schedule, x, 1, prediction, "uniform", t_max, t_min, cond)
     if not 0 <= t_min < t_max <= 1:
         raise ValueError(f"need 0 <= t_min < t_max <= 1, got t_min={t_min}, t_max={t_max}")
-    if _zero_noise_at_zero(schedule) and t_min <= 0:
+    if zero_noise_at_zero(schedule) and t_min <= 0:
         raise ValueError(f"sigma(t_min={t_min}) = 0: the ODE's density is singular there; use t_min > 0")
     if num_probes < 1:
         raise ValueError(f"num_probes must be >= 1, got {num_probes}")
@@ -135,7 +135,7 @@ def ode_log_likelihood(model_fn: Callable, schedule: Schedule, x, key, *, predic
     prior_logp = -0.5 * jnp.sum((zf / std) ** 2, -1) - D * (jnp.log(std) + 0.5 * math.log(2 * math.pi))
     delta = integral + D * (jnp.log(a1) - jnp.log(a0))
     return {"logp": prior_logp + delta, "prior_logp": prior_logp, "delta_logp": delta, "z": z,
-            "nfe": _nfe(sol, solver)}
+            "nfe": nfe_of(sol, solver)}
 
 
 def dequantize(x, key, num_levels: int):

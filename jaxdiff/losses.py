@@ -21,6 +21,7 @@ from jax.scipy.special import log_ndtr
 
 from jaxdiff.forward import bcast, normal_kl, prior_kl, q_posterior_coefs, q_sample
 from jaxdiff.parameterization import check_prediction, from_x0_eps, to_x0_eps
+from jaxdiff.rng import Stream, per_example_keys, stream
 from jaxdiff.schedules import DiscreteSchedule, Schedule
 
 LN2 = 0.6931471805599453
@@ -133,15 +134,6 @@ def vdm_decoder_nll(schedule: Schedule, x0, eps0, num_levels: int):
     return -sum_flat(discretized_gaussian_log_likelihood(x0, mean, log_scale, num_levels))
 
 
-def _per_example_keys(key, batch_size):
-    typed = jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key)
-    if (typed and key.ndim == 0) or (not typed and key.shape == (2,)):
-        return jax.random.split(key, batch_size)
-    if key.shape[0] != batch_size:
-        raise ValueError(f"per-example keys have leading size {key.shape[0]}, batch has {batch_size}")
-    return key
-
-
 # ---------------------------------------------------------------------------------------------------
 # make_loss
 # ---------------------------------------------------------------------------------------------------
@@ -202,7 +194,7 @@ def drop_condition(cond, keys, p: float, null_cond=None):
     dropout for classifier-free guidance, Ho & Salimans 2022); per-example keys ``[B]``."""
     if cond is None or p <= 0:
         return cond
-    drop = jax.vmap(lambda k: jax.random.bernoulli(jax.random.fold_in(k, 4), p))(keys)  # [B]
+    drop = jax.vmap(lambda k: jax.random.bernoulli(stream(k, Stream.COND_DROP), p))(keys)  # [B]
 
     def one(c, n):
         n = jnp.broadcast_to(jnp.asarray(n if n is not None else 0, c.dtype), c.shape)
@@ -293,12 +285,12 @@ def sample_times(cfg: LossConfig, schedule: Schedule, keys, importance: Importan
     else t ~ U(t_min, 1) (or EDM's log-normal sigma mapped through ``t_from_logsnr``, or t from the
     weighting's own density: ``importance``)."""
     T = cfg.grid_steps(schedule)
-    u = jax.vmap(lambda k: jax.random.uniform(jax.random.fold_in(k, 0)))(keys)
+    u = jax.vmap(lambda k: jax.random.uniform(stream(k, Stream.TIME)))(keys)
     if cfg.t_sampling == "importance":
         t = importance.sample(u)
         return t, t, jnp.zeros_like(t, jnp.int32)
     if cfg.t_sampling == "edm_lognormal":
-        n = jax.vmap(lambda k: jax.random.normal(jax.random.fold_in(k, 0)))(keys)
+        n = jax.vmap(lambda k: jax.random.normal(stream(k, Stream.TIME)))(keys)
         log_sigma = cfg.edm_p_mean + cfg.edm_p_std * n
         t = jnp.clip(schedule.t_from_logsnr(-2 * log_sigma), 0.0, 1.0)
         return t, t, jnp.zeros_like(t, jnp.int32)
@@ -313,8 +305,9 @@ def make_loss(apply_fn: Callable, schedule: Schedule, **options) -> Callable:
     """Build ``loss_fn(params, batch, key) -> (loss, metrics)``.
 
     Args:
-      apply_fn: ``apply_fn(params, x_t, t, cond, key) -> out`` with ``out`` of the data's shape (or twice
-        its channels when ``variance='learned_range'``); ``key`` is for dropout.
+      apply_fn: ``apply_fn(params, x_t, t, cond, keys) -> out`` with ``out`` of the data's shape (or twice
+        its channels when ``variance='learned_range'``); ``keys [B]`` are per-example dropout keys (the
+        ``DROPOUT`` stream of each example's key), so dropout does not depend on how a batch is split.
       schedule: any schedule.
       **options: fields of :class:`LossConfig`:
         prediction: what the network outputs, ``eps | x0 | v | score``.
@@ -348,17 +341,17 @@ def make_loss(apply_fn: Callable, schedule: Schedule, **options) -> Callable:
         x0 = jnp.asarray(batch["x"])
         B, C = x0.shape[0], x0.shape[-1]
         D = x0[0].size
-        keys = _per_example_keys(key, B)
+        keys = per_example_keys(key, B)
         if cfg.dequantize:  # uniform noise over each level's bin (width 2/(K-1)): a continuous density
             half = 1.0 / (cfg.num_levels - 1)
-            x0 = x0 + jax.vmap(lambda k, x: jax.random.uniform(jax.random.fold_in(k, 5), x.shape, x.dtype,
+            x0 = x0 + jax.vmap(lambda k, x: jax.random.uniform(stream(k, Stream.DEQUANT), x.shape, x.dtype,
                                                                 -half, half))(keys, x0)
         t, s, step = sample_times(cfg, schedule, keys, importance)
-        eps = jax.vmap(lambda k, x: jax.random.normal(jax.random.fold_in(k, 1), x.shape, x.dtype))(keys, x0)
+        eps = jax.vmap(lambda k, x: jax.random.normal(stream(k, Stream.NOISE), x.shape, x.dtype))(keys, x0)
         alpha, sigma = schedule.alpha(t), schedule.sigma(t)
         x_t = q_sample(schedule, x0, t, eps)
         cond = drop_condition(batch.get("cond"), keys, cfg.p_uncond, cfg.null_cond)
-        out = apply_fn(params, x_t, t, cond, jax.random.fold_in(keys[0], 2))
+        out = apply_fn(params, x_t, t, cond, jax.vmap(lambda k: stream(k, Stream.DROPOUT))(keys))
         pred, var_values = out[..., :C], (out[..., C:] if out.shape[-1] > C else None)
         metrics = {}
         loss = jnp.zeros((B,), x0.dtype)
@@ -384,7 +377,7 @@ def make_loss(apply_fn: Callable, schedule: Schedule, **options) -> Callable:
             if cfg.loss_type == "hybrid":
                 loss = loss + cfg.vlb_weight * T * term
             else:
-                eps0 = jax.vmap(lambda k, x: jax.random.normal(jax.random.fold_in(k, 3), x.shape,
+                eps0 = jax.vmap(lambda k, x: jax.random.normal(stream(k, Stream.PRIOR_NOISE), x.shape,
                                                                x.dtype))(keys, x0)
                 extra = jnp.where(schedule.sigma(jnp.zeros_like(t)) > 0,
                                   vdm_decoder_nll(schedule, x0, eps0, cfg.num_levels), 0.0)

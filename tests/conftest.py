@@ -25,3 +25,18 @@ def data_dir(tmp_path_factory):
     """One prepared offline data directory per test session (datasets and the cached feature network of
     the evaluation are built once)."""
     return str(tmp_path_factory.mktemp("data"))
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _free_compiled_programs():
+    """Free every compiled program after each test module: one process runs the whole suite, and the
+    executables of ~300 tests would otherwise accumulate (XLA aborts when memory runs out)."""
+    yield
+    import gc
+
+    from jaxdiff.training import autoencoder, generate, latent
+
+    for mod in (autoencoder, generate, latent):
+        mod.clear_cache()
+    jax.clear_caches()
+    gc.collect()

@@ -38,17 +38,11 @@ def main():
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
     from test_parallel import sgd_config
 
+    from jaxdiff.training.build import build_loss, build_model, build_pipeline, build_schedule
     from jaxdiff.training.checkpoint import Checkpointer
-    from jaxdiff.training.loop import (
-        build_loss,
-        build_model,
-        build_optimizer,
-        build_pipeline,
-        build_schedule,
-        init_state,
-        train_and_evaluate,
-    )
+    from jaxdiff.training.loop import train_and_evaluate
     from jaxdiff.training.step import example_keys
+    from jaxdiff.training.tasks import DIFFUSION, state_template
 
     half = a.steps // 2
     c = sgd_config(a.data_dir, "mesh", steps=half, data=-1, fsdp=2)
@@ -59,11 +53,10 @@ def main():
 
     # The gradient at the final params on global batch 0, every process feeding its own rows.
     model, _ = build_model(c)
-    tx = build_optimizer(c)
     mesh = parallel.make_mesh(-1, 2)
-    sh = parallel.state_shardings(jax.eval_shape(lambda: init_state(c, model, tx)), mesh)
+    sh = parallel.state_shardings(jax.eval_shape(lambda: state_template(c, DIFFUSION, model)), mesh)
     ck = Checkpointer(os.path.join(a.workdir, "checkpoints"), async_save=False)
-    state, _, step = ck.restore(jax.jit(lambda: init_state(c, model, tx), out_shardings=sh)())
+    state, _, step = ck.restore(jax.jit(lambda: state_template(c, DIFFUSION, model), out_shardings=sh)())
     ck.close()
     loss_fn = build_loss(c, model, build_schedule(c))
     b = build_pipeline(c).batch(0)

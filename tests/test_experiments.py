@@ -10,7 +10,9 @@ from scipy import linalg
 
 from experiments.configs.digits_ddpm import get_config
 from jaxdiff.evaluation.fid import frechet_distance
-from jaxdiff.training.loop import generate, restore_trained, train_and_evaluate
+from jaxdiff.training.generate import generate
+from jaxdiff.training.loop import train_and_evaluate
+from jaxdiff.training.tasks import restore_trained
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +41,7 @@ def test_train_checkpoint_resume(smoke):
 
 def test_sample_and_evaluate(smoke):
     c, wd, _, _ = smoke
-    from experiments.evaluate import evaluate
+    from jaxdiff.evaluation.workdir import evaluate
 
     config, model, schedule, params, step = restore_trained(wd)
     assert step == 6
@@ -87,7 +89,7 @@ def test_unknown_config_field(tmp_path):
         c.model.nonexistent_field = 3
     c.unlock()
     c.model.nonexistent_field = 3  # and an unlocked config with an unknown model field is refused
-    with pytest.raises(ValueError, match="unknown model config fields.*nonexistent_field"):
+    with pytest.raises(ValueError, match=r"unknown config fields \['model.nonexistent_field'\]"):
         train_and_evaluate(c, str(tmp_path / "r"))
 
 
@@ -115,18 +117,20 @@ def test_batch_not_divisible_by_devices(tmp_path):
 
 
 def test_classifier_guidance_pipeline(smoke, tmp_path):
-    """train_classifier -> load_classifier -> classifier-guided sampling of the unconditional smoke model."""
+    """The classifier task through the generic loop (EMA, Orbax, resume) -> load_classifier -> classifier-
+    guided sampling of the unconditional smoke model."""
     from experiments.configs.digits_classifier import get_config as clf_config
-    from jaxdiff.training.loop import load_classifier, train_classifier
+    from jaxdiff.training.tasks import load_classifier
 
     c, wd, _, _ = smoke
     cc = clf_config("smoke")
     cc.data.data_dir = c.data.data_dir
     out = str(tmp_path / "clf")
-    m = train_classifier(cc, out)
-    assert m["step"] == 4 and np.isfinite(m["loss"])
-    with pytest.raises(ValueError, match="never overwritten"):
-        train_classifier(cc, out)
+    m = train_and_evaluate(cc, out)
+    assert m["step"] == 4 and np.isfinite(m["loss"]) and 0 <= m["accuracy"] <= 1
+    assert os.path.isdir(os.path.join(out, "checkpoints", "4"))
+    again = train_and_evaluate(cc, out)  # resumes at its last step: nothing trained, nothing overwritten
+    assert again["step"] == 4 and again["history"] == []
     fn, _ = load_classifier(out)
     config, model, schedule, params, _ = restore_trained(wd)
     x = generate(config, model, schedule, params, sampler="ddim", num_steps=3, num_samples=4, batch_size=4,
@@ -166,3 +170,37 @@ def test_text_conditioned_pipeline(smoke, tmp_path):
     x = generate(config, model, schedule, params, sampler="ddim", num_steps=2, num_samples=2, batch_size=2,
                  seed=0, labels=tok, guidance_scale=2.0)
     assert x.shape == (2, 8, 8, 1) and np.isfinite(x).all()
+
+
+def test_misspelled_field_names_the_nearest_declared_one():
+    from jaxdiff.training.schema import check_config
+
+    c = get_config("smoke")
+    c.optim.learnin_rate = 1e-3  # a config file's typo
+    with pytest.raises(ValueError, match=r"optim.learnin_rate.*did you mean \['optim.learning_rate'"):
+        check_config(c)
+    from jaxdiff.training.tasks import get_task
+
+    c = get_config("smoke")
+    c.task = "gan"
+    with pytest.raises(ValueError, match=r"unknown config.task 'gan'; allowed: \['diffusion', 'autoencoder'"):
+        get_task(c)
+
+
+def test_every_config_declares_only_schema_fields():
+    """Every experiment config (and its smoke variant) starts from the declared defaults and sets only
+    declared fields, so every field can be overridden on the command line."""
+    import glob
+    import importlib
+
+    from jaxdiff.training.schema import check_config, declared_fields
+
+    names = [os.path.basename(f)[:-3] for f in glob.glob(os.path.join(os.path.dirname(__file__), "..",
+                                                                       "experiments", "configs", "*.py"))]
+    for name in sorted(n for n in names if not n.startswith("_") and n != "default"):
+        mod = importlib.import_module(f"experiments.configs.{name}")
+        for variant in ("", "smoke"):
+            c = mod.get_config(variant)
+            check_config(c)
+            flat = sorted(k for k in declared_fields())
+            assert "parallel.fsdp" in flat and c.parallel.fsdp == 1, name

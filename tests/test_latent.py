@@ -131,8 +131,10 @@ def test_patch_gan_runs_through_the_loop(ldm_run):
 
 def test_autoencoder_run_stores_scale_factor_and_reports_psnr(ldm_run):
     from jaxdiff.data import to_float
-    from jaxdiff.training.autoencoder import encode_fn, evaluate_autoencoder, restore_autoencoder
-    from jaxdiff.training.loop import build_pipeline
+    from jaxdiff.evaluation.reconstruction import evaluate_autoencoder
+    from jaxdiff.training.autoencoder import encode_fn
+    from jaxdiff.training.build import build_pipeline
+    from jaxdiff.training.latent import restore_autoencoder
 
     ca, ae_wd, *_ = ldm_run
     model, params, scale, step, _ = restore_autoencoder(os.path.abspath(ae_wd))
@@ -150,14 +152,17 @@ def test_autoencoder_run_stores_scale_factor_and_reports_psnr(ldm_run):
 
 def test_latent_diffusion_trains_on_cached_scaled_latents_and_samples_images(ldm_run):
     from jaxdiff.data import to_float
-    from jaxdiff.training.autoencoder import encode_fn, restore_autoencoder
-    from jaxdiff.training.loop import build_pipeline, generate, restore_trained
+    from jaxdiff.training.autoencoder import encode_fn
+    from jaxdiff.training.build import build_pipeline
+    from jaxdiff.training.generate import generate
+    from jaxdiff.training.latent import data_pipeline, restore_autoencoder
+    from jaxdiff.training.tasks import restore_trained
 
     ca, ae_wd, cl, ldm_wd, m, _ = ldm_run
     assert m["step"] == cl.train.num_steps and np.isfinite(m["loss"])
     model, params, scale, step, _ = restore_autoencoder(os.path.abspath(ae_wd))
-    lat = build_pipeline(cl, "test", 1).all_images()
-    x = to_float(build_pipeline(cl, "test", 1, latent=False).all_images(), 17)
+    lat = data_pipeline(cl, "test", 1).all_images()
+    x = to_float(build_pipeline(cl, "test", 1).all_images(), 17)
     np.testing.assert_allclose(lat, np.asarray(encode_fn(model, params)(x)[0]) * scale, rtol=1e-4, atol=1e-5)
     assert os.path.exists(os.path.join(ae_wd, "latents", f"digits_32_test_step{step}", "latents.npz"))
     config, unet, schedule, uparams, _ = restore_trained(ldm_wd)
@@ -168,7 +173,8 @@ def test_latent_diffusion_trains_on_cached_scaled_latents_and_samples_images(ldm
 
 def test_autoencoder_errors(ldm_run, data_dir):
     from experiments.configs import digits32_autoencoder
-    from jaxdiff.training.loop import restore_trained, train_and_evaluate
+    from jaxdiff.training.loop import train_and_evaluate
+    from jaxdiff.training.tasks import restore_trained
 
     _, ae_wd, *_ = ldm_run
     with pytest.raises(ValueError, match="holds an autoencoder"):
@@ -179,8 +185,8 @@ def test_autoencoder_errors(ldm_run, data_dir):
     with pytest.raises(ValueError, match="not divisible by the autoencoder's downsampling factor f=64"):
         train_and_evaluate(c, "/nonexistent/never-created")
     c = digits32_autoencoder.get_config("smoke")
-    c.kind = "vae"
-    with pytest.raises(ValueError, match="unknown config.kind"):
+    c.task = "vae"
+    with pytest.raises(ValueError, match="unknown config.task 'vae'"):
         train_and_evaluate(c, "/nonexistent/never-created")
 
 

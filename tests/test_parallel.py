@@ -15,17 +15,10 @@ import pytest
 
 from experiments.configs.digits_ddpm import get_config
 from jaxdiff.training import parallel
-from jaxdiff.training.loop import (
-    build_loss,
-    build_model,
-    build_optimizer,
-    build_pipeline,
-    build_schedule,
-    init_state,
-    restore_trained,
-    train_and_evaluate,
-)
+from jaxdiff.training.build import build_loss, build_model, build_pipeline, build_schedule
+from jaxdiff.training.loop import train_and_evaluate
 from jaxdiff.training.step import example_keys
+from jaxdiff.training.tasks import DIFFUSION, restore_trained, state_template
 
 ROOT = os.path.dirname(os.path.dirname(__file__))
 
@@ -40,7 +33,8 @@ def sgd_config(data_dir, mode, steps=3, **parallel_kw):
     c.train.num_steps, c.train.log_every, c.train.checkpoint_every = steps, 1, steps
     c.train.sample_every = 1000
     c.train.num_grid_samples = 0  # no sample grids (their compilation would dominate the test)
-    c.parallel = {"mode": mode, **parallel_kw}
+    c.parallel.mode = mode
+    c.parallel.update(parallel_kw)
     return c
 
 
@@ -75,6 +69,45 @@ def _rel(a, b):
                for x, y in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)))
 
 
+def test_dropout_pmap_matches_jit(data_dir):
+    """Dropout 0.1, 8 simulated devices, the same global batch: each example draws its dropout masks from its
+    own key (its global index), so the pmap loss and gradients equal one jit run on the whole batch."""
+    from jaxdiff.rng import Stream, run_key
+
+    c = sgd_config(data_dir, "pmap")
+    c.model.dropout = 0.1
+    model, _ = build_model(c)
+    params = state_template(c, DIFFUSION, model).params
+    # Away from the init, whose zero-initialised output convolutions hide dropout from the loss.
+    leaves, tree = jax.tree_util.tree_flatten(params)
+    keys = jax.random.split(jax.random.key(5), len(leaves))
+    params = jax.tree_util.tree_unflatten(tree, [p + 0.05 * jax.random.normal(k, p.shape, p.dtype)
+                                                 for p, k in zip(leaves, keys)])
+    loss_fn = build_loss(c, model, build_schedule(c))
+    b = build_pipeline(c).batch(0)
+    batch = {"x": b["x"], "index": b["index"]}
+    key = run_key(c.seed, Stream.TRAIN)
+
+    def loss_and_grad(p, batch):
+        keys = example_keys(key, jnp.int32(0), batch["index"])
+        return jax.value_and_grad(lambda p: loss_fn(p, batch, keys)[0])(p)
+
+    loss_jit, grad_jit = jax.jit(loss_and_grad)(params, batch)
+    n = jax.local_device_count()
+    assert n == 8
+    split = jax.tree_util.tree_map(lambda v: v.reshape((n, -1) + v.shape[1:]), batch)
+    rep = jax.tree_util.tree_map(lambda a: jnp.broadcast_to(a, (n,) + a.shape), params)
+    loss_pmap, grad_pmap = jax.pmap(lambda p, b: jax.lax.pmean(loss_and_grad(p, b), "batch"),
+                                    axis_name="batch")(rep, split)
+    np.testing.assert_allclose(float(loss_pmap[0]), float(loss_jit), rtol=1e-5)
+    assert _rel(jax.tree_util.tree_map(lambda a: a[0], grad_pmap), grad_jit) < 1e-5
+    # Dropout is really on: the same batch without it gives another loss.
+    c.model.dropout = 0.0
+    model0, _ = build_model(c)
+    loss0 = build_loss(c, model0, build_schedule(c))(params, batch, example_keys(key, jnp.int32(0), batch["index"]))[0]
+    assert abs(float(loss0) - float(loss_jit)) > 1e-4
+
+
 def test_fsdp_mesh_matches_pmap(tmp_path, data_dir):
     assert jax.device_count() == 8
     runs = {}
@@ -92,7 +125,7 @@ def test_fsdp_mesh_matches_pmap(tmp_path, data_dir):
         c = runs[mode][1]
         model, _ = build_model(c)
         ck = Checkpointer(str(tmp_path / mode / "checkpoints"), async_save=False)
-        states[mode] = ck.restore(init_state(c, model, build_optimizer(c)))[0]
+        states[mode] = ck.restore(state_template(c, DIFFUSION, model))[0]
         ck.close()
     assert _rel(states["mesh"].params, states["pmap"].params) < 1e-5
     g_mesh = _grads(runs["mesh"][1], states["mesh"].params, "mesh")
@@ -103,11 +136,10 @@ def test_fsdp_mesh_matches_pmap(tmp_path, data_dir):
 def test_fsdp_holds_an_eighth_per_device():
     c = get_config("")  # the main job's U-Net (1.08M params)
     model, _ = build_model(c)
-    tx = build_optimizer(c)
     mesh = parallel.make_mesh(1, 8)
-    abstract = jax.eval_shape(lambda: init_state(c, model, tx))
+    abstract = jax.eval_shape(lambda: state_template(c, DIFFUSION, model))
     sh = parallel.state_shardings(abstract, mesh)
-    state = jax.jit(lambda: init_state(c, model, tx), out_shardings=sh)()
+    state = jax.jit(lambda: state_template(c, DIFFUSION, model), out_shardings=sh)()
     per = parallel.bytes_per_device(state)
     total = sum(int(np.prod(x.shape)) * x.dtype.itemsize for x in jax.tree_util.tree_leaves(abstract))
     assert len(per) == 8

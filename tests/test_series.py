@@ -72,8 +72,8 @@ def test_validation_config_lies_inside_the_training_part(data_dir):
     before the test part begins, and the forecast fits AR on the validation config's own training part."""
     import ml_collections
 
-    from experiments.forecast import load_windows, training_ends
     from jaxdiff.data import load_source
+    from jaxdiff.evaluation.forecasting import load_windows, training_ends
 
     full = load_source("series", "train", data_dir, config="32_8")
     c = ml_collections.ConfigDict({"data": {"name": "series", "data_dir": data_dir, "config": "32_8_val"},
@@ -96,8 +96,8 @@ def test_validation_config_lies_inside_the_training_part(data_dir):
 
 def test_builder_and_forecast_end_to_end(tmp_path, data_dir):
     from experiments.configs.series_ddpm import get_config
-    from experiments.forecast import forecast
     from jaxdiff.data import load_source
+    from jaxdiff.evaluation.forecasting import forecast
     from jaxdiff.training.loop import train_and_evaluate
 
     src = load_source("series", "test", data_dir, config="32_8")
@@ -132,7 +132,9 @@ def test_builder_and_forecast_end_to_end(tmp_path, data_dir):
     import jax
     import jax.numpy as jnp
 
-    from jaxdiff.training.loop import build_model, generate_imputed, restore_trained
+    from jaxdiff.training.build import build_model
+    from jaxdiff.training.generate import generate_imputed
+    from jaxdiff.training.tasks import restore_trained
 
     config, _, schedule, params, _ = restore_trained(wd)
     known = np.zeros((32, 1), np.float32)

@@ -155,7 +155,7 @@ def _train_cmd(workdir, data_dir):
 
 
 def _final_params(workdir):
-    from jaxdiff.training.loop import restore_trained
+    from jaxdiff.training.tasks import restore_trained
 
     *_, ema, step = restore_trained(str(workdir))
     return ema, step

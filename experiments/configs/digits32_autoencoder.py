@@ -12,13 +12,14 @@ Then latent diffusion on it: experiments/configs/digits32_ldm.py.
 
 import ml_collections
 
+from experiments.configs import default
+
 
 def get_config(variant: str = "") -> ml_collections.ConfigDict:
-    c = ml_collections.ConfigDict()
-    c.kind = "autoencoder"
+    c = default.get_config()
+    c.task = "autoencoder"
     c.seed = 0
 
-    c.data = ml_collections.ConfigDict()
     c.data.name = "digits"
     c.data.config = "32"
     c.data.data_dir = ""
@@ -26,7 +27,6 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
     c.data.random_flip = False
     c.data.use_labels = False
 
-    c.model = ml_collections.ConfigDict()  # jaxdiff.models.AutoencoderConfig fields (+ image_size)
     c.model.image_size = 32
     c.model.in_channels = 1
     c.model.out_channels = 1
@@ -36,7 +36,6 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
     c.model.norm_num_groups = 8
     c.model.mid_block_add_attention = True
 
-    c.loss = ml_collections.ConfigDict()
     c.loss.kl_weight = 1e-6
     # Optional patch discriminator (hinge loss), switched on at step disc_start (LDM: 50k of its runs).
     c.loss.discriminator = False
@@ -46,7 +45,6 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
     c.loss.disc_layers = 2
     c.loss.disc_groups = 8
 
-    c.optim = ml_collections.ConfigDict()
     c.optim.batch_size = 32
     c.optim.learning_rate = 1e-3
     c.optim.warmup_steps = 100
@@ -55,7 +53,6 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
     c.optim.weight_decay = 0.0
     c.optim.ema_decay = 0.999
 
-    c.train = ml_collections.ConfigDict()
     c.train.num_steps = 2000
     c.train.steps_per_jit = 1
     c.train.log_every = 100

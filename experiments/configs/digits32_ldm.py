@@ -11,14 +11,12 @@ sample.py and evaluate.py see images.
 its ``latents/`` folder.
 """
 
-import ml_collections
 
 from experiments.configs import digits32_ddpm
 
 
 def get_config(variant: str = ""):
     c = digits32_ddpm.get_config(variant)
-    c.latent = ml_collections.ConfigDict()
     c.latent.autoencoder = "runs/digits32_ae"
     c.model.image_size = 8  # 32 / f
     c.model.in_channels = 2  # the autoencoder's latent channels

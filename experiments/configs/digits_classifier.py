@@ -17,5 +17,6 @@ def get_config(variant: str = ""):
     c.optim.learning_rate = 1e-3
     c.optim.decay_steps = 0
     c.train.num_steps = 2000 if not variant else 4
-    c.num_classes = 10
+    c.task = "classifier"
+    c.classifier.num_classes = 10
     return c

@@ -10,12 +10,13 @@ long run for tests and laptops.
 
 import ml_collections
 
+from experiments.configs import default
+
 
 def get_config(variant: str = "") -> ml_collections.ConfigDict:
-    c = ml_collections.ConfigDict()
+    c = default.get_config()
     c.seed = 0
 
-    c.data = ml_collections.ConfigDict()
     c.data.name = "digits"
     c.data.config = "8"  # builder config: image size 8, 16 or 32
     c.data.data_dir = ""  # default: $JAXDIFF_DATA_DIR or ~/jaxdiff_data
@@ -23,7 +24,6 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
     c.data.random_flip = False  # digits are not mirror-symmetric
     c.data.use_labels = False
 
-    c.model = ml_collections.ConfigDict()
     c.model.image_size = 8
     c.model.in_channels = 1
     c.model.base_channels = 32
@@ -38,7 +38,6 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
     c.model.dtype = "float32"
     c.model.num_groups = 8
 
-    c.diffusion = ml_collections.ConfigDict()
     c.diffusion.schedule = "cosine"
     c.diffusion.num_steps = 1000  # T of the discrete schedule
     c.diffusion.prediction = "eps"
@@ -46,7 +45,6 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
     c.diffusion.weighting = "uniform"
     c.diffusion.variance = "fixed_small"
 
-    c.optim = ml_collections.ConfigDict()
     c.optim.batch_size = 64
     c.optim.learning_rate = 2e-3
     c.optim.warmup_steps = 200
@@ -55,7 +53,6 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
     c.optim.weight_decay = 0.0
     c.optim.ema_decay = 0.999
 
-    c.train = ml_collections.ConfigDict()
     c.train.num_steps = 4000
     c.train.steps_per_jit = 1
     c.train.log_every = 200
@@ -64,14 +61,12 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
     c.train.keep_checkpoints = 3
     c.train.num_grid_samples = 64
 
-    c.sample = ml_collections.ConfigDict()
     c.sample.sampler = "dpmpp_2m"
     c.sample.num_steps = 20
     c.sample.num_samples = 1000
     c.sample.batch_size = 500
     c.sample.clip_x0 = 1.0  # clip the implied x0 to the data range at every step (0: off)
 
-    c.eval = ml_collections.ConfigDict()
     c.eval.num_samples = 1000
     c.eval.vlb_examples = 300
     c.eval.bootstrap = 200

@@ -6,7 +6,6 @@ dropout (empty caption) for classifier-free guidance.
     python -m experiments.sample --workdir runs/digits_text --prompt "a handwritten seven" --guidance_scale 2
 """
 
-import ml_collections
 
 from experiments.configs import digits_ddpm
 
@@ -19,7 +18,7 @@ def get_config(variant: str = ""):
     if not variant:  # 3000 steps: ~10 min on 2 CPU cores
         c.train.num_steps = 3000
         c.optim.decay_steps = 3000
-    c.text = ml_collections.ConfigDict(dict(enabled=True, layers=2, heads=4, max_len=24))
+    c.text.enabled, c.text.layers, c.text.heads, c.text.max_len = True, 2, 4, 24
     c.diffusion.p_uncond = 0.1
     c.sample.guidance_scale = 2.0
     return c

@@ -9,7 +9,6 @@ The photos are few (15 training photographs), so report the autoencoder's PSNR /
 Fréchet distance only on the digits (digits32_ldm.py).
 """
 
-import ml_collections
 
 from experiments.configs import digits_ddpm
 
@@ -20,7 +19,6 @@ def get_config(variant: str = ""):
     c.data.config = "64"
     c.data.num_levels = 256
     c.data.random_flip = True
-    c.latent = ml_collections.ConfigDict()
     c.latent.autoencoder = "runs/photos64_ae"
     c.model.image_size = 16  # 64 / f
     c.model.in_channels = 3

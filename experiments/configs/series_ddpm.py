@@ -46,7 +46,6 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
         c.sample.num_steps = 100
     c.optim.learning_rate = 1e-3
 
-    c.forecast = ml_collections.ConfigDict()
     c.forecast.horizon = 8
     c.forecast.num_samples = 100
     c.forecast.sampler = "ddpm"

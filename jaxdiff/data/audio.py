@@ -30,7 +30,7 @@ def read_wav(path: str) -> tuple[int, np.ndarray]:
 def write_wav(path: str, x, rate: int) -> str:
     """Write ``x [n] or [n, channels]`` in [-1, 1] as 16-bit PCM (clipped); never overwrites: returns the
     path written (a fresh sibling name if ``path`` exists)."""
-    from jaxdiff.evaluation.grid import unique_path
+    from jaxdiff.outputs import unique_path
 
     x = np.asarray(x, np.float32)
     x = x[:, None] if x.ndim == 1 else x

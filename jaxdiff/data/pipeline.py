@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from typing import Optional
+from typing import Callable, Optional
 
 import jax
 import numpy as np
 
-DIGITS_LEVELS = 17  # scikit-learn's digits take the values 0..16
+from jaxdiff.rng import Stream, run_key
+
+DIGITS_LEVELS = 17  # scikit-learn's digits take the values 0..16 (also in builders, which imports no pipeline)
 
 # K levels of known datasets (uint8 images: 256).
 NUM_LEVELS = {"digits": DIGITS_LEVELS, "photos": 256, "mnist": 256, "cifar10": 256, "celeb_a": 256}
@@ -116,6 +118,7 @@ class Pipeline:
     random_flip: bool = False
     process_index: int = 0
     process_count: int = 1
+    transform: Optional[Callable] = None  # batch dict -> batch dict (e.g. captions as tokens)
 
     def __post_init__(self):
         self.num_examples = len(self.source)
@@ -140,7 +143,7 @@ class Pipeline:
 
     def _permutation(self, epoch: int) -> np.ndarray:
         if epoch != self._perm_epoch:
-            key = jax.random.fold_in(jax.random.PRNGKey(self.seed), epoch)
+            key = jax.random.fold_in(run_key(self.seed, Stream.DATA_ORDER), epoch)
             self._perm = np.asarray(jax.random.permutation(key, self.num_examples))
             self._perm_epoch = epoch
         return self._perm
@@ -163,14 +166,14 @@ class Pipeline:
             images, labels = self._read(idx)
         x = to_float(images, self.num_levels)
         if self.random_flip:
-            key = jax.random.fold_in(jax.random.fold_in(jax.random.PRNGKey(self.seed + 1), step),
+            key = jax.random.fold_in(jax.random.fold_in(run_key(self.seed, Stream.FLIP), step),
                                      self.process_index)
             flip = np.asarray(jax.random.bernoulli(key, 0.5, (per,)))
             x = np.where(flip[:, None, None, None], x[:, :, ::-1], x)
         out = {"x": x, "index": np.arange(per, dtype=np.int32) + self.process_index * per}
         if labels is not None:
             out["label"] = labels.astype(np.int32)
-        return out
+        return self.transform(out) if self.transform is not None else out
 
     def all_images(self) -> np.ndarray:
         """The whole split as K-level integers (evaluation)."""

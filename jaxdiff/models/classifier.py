@@ -11,6 +11,7 @@ import optax
 from jaxdiff.forward import q_sample
 from jaxdiff.models.layers import AttentionBlock, Downsample, ResBlock, conv, group_norm, timestep_embedding
 from jaxdiff.models.unet import DTYPES, UNetConfig
+from jaxdiff.rng import Stream, per_example_keys, stream
 
 
 class NoisyClassifier(nn.Module):
@@ -43,15 +44,17 @@ class NoisyClassifier(nn.Module):
 
 def make_classifier_loss(apply_fn, schedule, t_min: float = 0.0):
     """``loss_fn(params, batch, key) -> (loss, metrics)``: cross-entropy of ``apply_fn(params, x_t, t)``
-    on x_t ~ q(x_t | x0), t ~ U(t_min, 1), labels ``batch["label"]``."""
+    on x_t ~ q(x_t | x0), t ~ U(t_min, 1), labels ``batch["label"]``; ``key`` is one key or per-example keys
+    ``[B]`` (the training step's, folded from each example's global index: t from the ``TIME`` stream, eps
+    from ``NOISE``, as in the diffusion loss)."""
 
     def loss_fn(params, batch, key):
         x0, y = batch["x"], batch["label"]
-        k1, k2 = jax.random.split(key)
-        t = jax.random.uniform(k1, (x0.shape[0],), minval=t_min, maxval=1.0)
-        x_t = q_sample(schedule, x0, t, jax.random.normal(k2, x0.shape, x0.dtype))
-        logits = apply_fn(params, x_t, t)
+        keys = per_example_keys(key, x0.shape[0])
+        t = jax.vmap(lambda k: jax.random.uniform(stream(k, Stream.TIME), minval=t_min, maxval=1.0))(keys)
+        eps = jax.vmap(lambda k, x: jax.random.normal(stream(k, Stream.NOISE), x.shape, x.dtype))(keys, x0)
+        logits = apply_fn(params, q_sample(schedule, x0, t, eps), t)
         ce = optax.softmax_cross_entropy_with_integer_labels(logits, y)
-        return ce.mean(), {"ce": ce, "accuracy": (logits.argmax(-1) == y).astype(jnp.float32), "t": t}
+        return ce.mean(), {"loss": ce, "accuracy": (logits.argmax(-1) == y).astype(jnp.float32), "t": t}
 
     return loss_fn

@@ -72,3 +72,17 @@ CAPTION_TEMPLATES = ["a handwritten {w}", "the number {d}", "digit {d}", "{w}", 
 def digit_caption(label: int, variant: int) -> str:
     """Generated caption ``variant`` for a digit label ("a handwritten seven", "the number 7", ...)."""
     return CAPTION_TEMPLATES[variant % len(CAPTION_TEMPLATES)].format(w=NUMBER_WORDS[label], d=label)
+
+
+def caption_transform(max_len: int):
+    """A data transform (``Pipeline(transform=...)``) adding ``tokens [B, max_len]``: each example's caption
+    ``digit_caption(label, index)`` (variant by its index in the global batch), looked up in a table
+    tokenized once."""
+    table = np.stack([tokenize([digit_caption(y, v) for v in range(len(CAPTION_TEMPLATES))], max_len)
+                      for y in range(len(NUMBER_WORDS))])  # [10, V, L]
+
+    def transform(batch):
+        y, i = np.asarray(batch["label"]), np.asarray(batch["index"])
+        return {**batch, "tokens": table[y, i % len(CAPTION_TEMPLATES)]}
+
+    return transform

@@ -421,10 +421,10 @@ def sample_ode(model_fn, schedule, x_T, key, *, num_steps: int | None = None, pr
         y0=x_T / schedule.alpha(t_max), stepsize_controller=diffrax.PIDController(rtol=rtol, atol=atol),
         saveat=diffrax.SaveAt(t1=True), max_steps=max_steps)
     x = sol.ys[-1] * schedule.alpha(jnp.asarray(t_min, x_T.dtype))
-    return (x, _nfe(sol, solver)) if return_nfe else x
+    return (x, nfe_of(sol, solver)) if return_nfe else x
 
 
-def _nfe(sol, solver):
+def nfe_of(sol, solver):
     """Model evaluations: stages x (accepted + rejected) steps (+1 for the first FSAL evaluation)."""
     stages = {"tsit5": 6, "dopri5": 6, "dopri8": 12, "heun": 2, "bosh3": 3}[solver]
     return (sol.stats["num_accepted_steps"] + sol.stats["num_rejected_steps"]) * stages + 1

@@ -25,7 +25,7 @@ def default_t_min(schedule: Schedule) -> float:
     return 1e-3 if isinstance(schedule, VPSchedule) else 0.0
 
 
-def _zero_noise_at_zero(schedule: Schedule) -> bool:
+def zero_noise_at_zero(schedule: Schedule) -> bool:
     return isinstance(schedule, (DiscreteSchedule, VPSchedule))
 
 
@@ -76,7 +76,7 @@ def time_grid(schedule: Schedule, num_steps: int, spacing: str = "uniform", t_ma
             and t_min == 0.0:
         steps = discrete_steps(schedule.num_steps, num_steps, spacing)
         return jnp.asarray(np.append(steps / schedule.num_steps, 0.0), jnp.float32)
-    append_zero = t_min == 0.0 and _zero_noise_at_zero(schedule)
+    append_zero = t_min == 0.0 and zero_noise_at_zero(schedule)
     n_pts = num_steps if append_zero else num_steps + 1
     if append_zero:
         t_min = 1.0 / schedule.num_steps if discrete else 1e-3

@@ -9,12 +9,15 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from jaxdiff.rng import Stream, run_key
+
 
 @flax.struct.dataclass
 class TrainState:
     """Everything an exact resume needs (the data position lives in the checkpoint's metadata).
 
-    ``key`` is a raw uint32 key (``jax.random.PRNGKey``) so that checkpoints store it as plain data.
+    ``key`` holds the raw data (uint32 [2]) of the run's typed ``TRAIN`` stream key, so that checkpoints store
+    it as plain data; the step wraps it back into a typed key (``jaxdiff.rng.as_key``).
     """
 
     step: jax.Array  # int32 []
@@ -56,7 +59,7 @@ def make_optimizer(learning_rate: float = 2e-4, warmup_steps: int = 5000, grad_c
 def create_train_state(params, tx: optax.GradientTransformation, seed: int) -> TrainState:
     return TrainState(step=jnp.zeros((), jnp.int32), params=params,
                       ema_params=jax.tree_util.tree_map(jnp.array, params), opt_state=tx.init(params),
-                      key=jax.random.PRNGKey(seed), skipped=jnp.zeros((), jnp.int32))
+                      key=jax.random.key_data(run_key(seed, Stream.TRAIN)), skipped=jnp.zeros((), jnp.int32))
 
 
 def current_lr(opt_state) -> jax.Array:

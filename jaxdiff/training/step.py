@@ -9,13 +9,15 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from jaxdiff.rng import as_key
 from jaxdiff.training.state import TrainState, current_lr
 
 
 def example_keys(key, step, index):
-    """``fold_in(fold_in(key, step), index)`` for each global example index ``[B]`` -> keys ``[B, 2]``:
-    the noise of an example does not depend on how the batch is split over devices."""
-    k = jax.random.fold_in(key, step)
+    """``fold_in(fold_in(key, step), index)`` for each global example index ``[B]`` -> typed keys ``[B]``:
+    the noise of an example does not depend on how the batch is split over devices. ``key`` is typed or raw
+    key data (the TrainState's)."""
+    k = jax.random.fold_in(as_key(key), step)
     return jax.vmap(lambda i: jax.random.fold_in(k, i))(index)
 
 

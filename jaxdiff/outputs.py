@@ -1,4 +1,5 @@
-"""Sample grids as PNG files (never overwriting an existing file)."""
+"""What jaxdiff writes for a user: sample grids as PNG files, and fresh paths that never overwrite an
+existing file."""
 
 from __future__ import annotations
 

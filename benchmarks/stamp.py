@@ -1,0 +1,27 @@
+"""Where and when a benchmark ran: software versions, device and date, written into every results file
+(``benchmarks/check_readme_evidence.py`` requires them)."""
+
+from __future__ import annotations
+
+import datetime
+import os
+import platform
+
+
+def stamp() -> dict:
+    import flax
+    import jax
+    import numpy
+    import optax
+
+    dev = jax.devices()[0]
+    return {"python": platform.python_version(), "jax": jax.__version__, "flax": flax.__version__,
+            "optax": optax.__version__, "numpy": numpy.__version__,
+            "device": f"{dev.platform}: {dev.device_kind} x{jax.device_count()} ({os.cpu_count()} CPU cores)",
+            "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")}
+
+
+def stamp_line(command: str) -> str:
+    s = stamp()
+    return (f"Written by `{command}` on {s['date']}; {s['device']}; python {s['python']}, jax {s['jax']}, "
+            f"flax {s['flax']}, optax {s['optax']}, numpy {s['numpy']}")

@@ -1,0 +1,212 @@
+"""Objects from a config: the one place where a ``ConfigDict`` becomes the library's typed options
+(``UNetConfig``, ``AutoencoderConfig``, a schedule, a loss, an optimizer, a data pipeline).
+
+Everything here is importable from a notebook: ``build_model(config)``, ``build_schedule(config)``,
+``build_loss(config, model, schedule)``, ``model_fn_for(model, params)``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+
+import jax
+import jax.numpy as jnp
+
+from jaxdiff import losses
+from jaxdiff.data import Pipeline, load_source
+from jaxdiff.models import UNet, UNetConfig
+from jaxdiff.models.autoencoder import AutoencoderConfig, AutoencoderKL, PatchDiscriminator
+from jaxdiff.rng import Stream, run_key
+from jaxdiff.schedules import get_schedule, is_discrete
+from jaxdiff.training import parallel
+from jaxdiff.training.state import make_optimizer
+
+DISCRETE_SCHEDULES = ("linear", "scaled_linear", "cosine", "sigmoid")
+
+
+def task_name(config) -> str:
+    """The config's task (a key of ``jaxdiff.training.tasks.TASKS``, checked there)."""
+    return config.task
+
+
+def _fields(config, cls) -> dict:
+    m = config.model.to_dict()
+    out = {f.name: m[f.name] for f in dataclasses.fields(cls) if f.name in m}
+    return {k: tuple(v) if isinstance(v, list) else v for k, v in out.items()}
+
+
+def unet_config(config) -> UNetConfig:
+    """The U-Net's typed config from ``config.model`` (learned variance from ``diffusion.variance``)."""
+    m = _fields(config, UNetConfig)
+    if config.diffusion.variance == "learned_range":
+        m["learned_variance"] = True
+    return UNetConfig(**m).validate()
+
+
+def autoencoder_config(config) -> AutoencoderConfig:
+    m = _fields(config, AutoencoderConfig)
+    if m.get("out_channels") is None:
+        m["out_channels"] = m["in_channels"]
+    return AutoencoderConfig(**m).validate()
+
+
+def text_enabled(config) -> bool:
+    """Whether the config trains a text-conditioned model (``config.text.enabled``)."""
+    return bool(config.text.enabled)
+
+
+def latent_autoencoder(config) -> str | None:
+    """The autoencoder workdir of a latent-diffusion config (``config.latent.autoencoder``), else None."""
+    return config.latent.autoencoder or None
+
+
+def build_schedule(config):
+    d = config.diffusion
+    kwargs = dict(d.schedule_kwargs.to_dict() if hasattr(d.schedule_kwargs, "to_dict") else d.schedule_kwargs or {})
+    if d.schedule in DISCRETE_SCHEDULES:
+        kwargs["num_steps"] = d.num_steps
+    return get_schedule(d.schedule, **kwargs)
+
+
+def build_model(config) -> tuple[UNet, UNetConfig]:
+    """The diffusion network of ``config.model`` (a U-Net; with text, the text-conditioned U-Net; with
+    ``diffusion.input_scaling``, the U-Net that sees x_t / sqrt(alpha^2 + sigma^2))."""
+    cfg = unet_config(config)
+    if text_enabled(config):
+        from jaxdiff.models.text import TextUNet
+
+        if cfg.context_dim is None:
+            raise ValueError("config.text.enabled needs model.context_dim (the text encoder's width)")
+        t = config.text
+        return TextUNet(cfg, cfg.context_dim, t.layers, t.heads, t.max_len), cfg
+    if config.diffusion.input_scaling:
+        from jaxdiff.models.unet import InputScaledUNet
+
+        return InputScaledUNet(cfg, build_schedule(config)), cfg
+    return UNet(cfg), cfg
+
+
+def example_input(config) -> jax.Array:
+    """One zero example of the model's input shape ``[1, *spatial, C]``."""
+    m = config.model
+    return jnp.zeros((1,) + (m.image_size,) * m.dims + (m.in_channels,))
+
+
+def init_key(config):
+    return run_key(config.seed, Stream.INIT)
+
+
+def model_fn_for(model, params, *, train: bool = False, dropout_keys=None):
+    """``model_fn(x, t, cond)`` from a network and its params (the DESIGN's model_fn contract).
+
+    In training with dropout, ``dropout_keys [B]`` give each example its own dropout key: the network is
+    applied per example under ``vmap``, so dropout does not depend on how the batch is split over devices.
+    """
+    per_example = train and dropout_keys is not None and getattr(getattr(model, "config", None), "dropout", 0)
+
+    def model_fn(x, t, cond=None):
+        if not per_example:
+            return model.apply({"params": params}, x, t, cond, train=train)
+
+        def one(x, t, c, k):
+            c = jax.tree_util.tree_map(lambda a: a[None], c)
+            return model.apply({"params": params}, x[None], t[None], c, train=True, rngs={"dropout": k})[0]
+
+        return jax.vmap(one)(x, jnp.broadcast_to(t, x.shape[:1]), cond, dropout_keys)
+
+    return model_fn
+
+
+def build_loss(config, model, schedule):
+    """The diffusion loss of ``config.diffusion`` (:func:`jaxdiff.losses.make_loss`)."""
+    d = config.diffusion
+
+    def apply_fn(params, x_t, t, cond, keys):
+        return model_fn_for(model, params, train=True, dropout_keys=keys)(x_t, t, cond)
+
+    return losses.make_loss(apply_fn, schedule, prediction=d.prediction, weighting=d.weighting,
+                            loss_type=d.loss_type, variance=d.variance,
+                            num_levels=config.data.num_levels or 256,  # 0 = continuous data (MSE only)
+                            num_steps=None if is_discrete(schedule) else (d.noise_levels or d.vlb_steps),
+                            t_min=d.t_min, t_sampling=d.t_sampling, dequantize=bool(config.data.dequantize),
+                            p_uncond=d.p_uncond, null_cond=config.model.num_classes)
+
+
+def build_optimizer(config):
+    """The optimizer of ``config.optim`` (the same one for training and for restoring its checkpoints)."""
+    o = config.optim
+    return make_optimizer(o.learning_rate, o.warmup_steps, o.grad_clip, o.weight_decay,
+                          decay_steps=o.decay_steps or None, name=o.optimizer)
+
+
+def build_discriminator(config):
+    """The autoencoder's patch discriminator of ``config.loss`` (``discriminator=True``), else None."""
+    lo = config.loss
+    return PatchDiscriminator(lo.disc_channels, lo.disc_layers, lo.disc_groups) if lo.discriminator else None
+
+
+def build_autoencoder(config) -> AutoencoderKL:
+    return AutoencoderKL(autoencoder_config(config))
+
+
+def build_source(config, split: str):
+    """The pixel data source of ``config.data``: a TFDS (or offline) dataset, or a WAV folder (``name =
+    "audio"``; ``audio_dir`` empty means synthetic tones written into the data dir)."""
+    d = config.data
+    if d.name == "audio":
+        from jaxdiff.data.audio import load_wav_folder, make_tones
+        from jaxdiff.data.pipeline import default_data_dir
+
+        folder = d.audio_dir or make_tones(os.path.join(d.data_dir or default_data_dir(), "tones"))
+        return load_wav_folder(folder, split, rate=d.rate, length=d.length, channels=config.model.in_channels)
+    return load_source(d.name, split, d.data_dir or None, config=d.config)
+
+
+def pipeline_of(config, source, batch_size: int | None = None, num_levels: int | None = None,
+                transform=None) -> Pipeline:
+    """The deterministic input pipeline of ``source`` under ``config`` (this process's rows)."""
+    return Pipeline(source, batch_size or config.optim.batch_size,
+                    config.data.num_levels if num_levels is None else num_levels, config.seed,
+                    image_key=config.data.key, random_flip=config.data.random_flip,
+                    process_index=jax.process_index(), process_count=jax.process_count(), transform=transform)
+
+
+def build_pipeline(config, split: str = "train", batch_size: int | None = None) -> Pipeline:
+    """The pixel pipeline of ``config.data`` (latent data: :func:`jaxdiff.training.latent.latent_pipeline`)."""
+    return pipeline_of(config, build_source(config, split), batch_size)
+
+
+def check_batch(config, global_batch: int | None = None):
+    """The global batch must split evenly over all devices of all processes."""
+    n = jax.local_device_count() * jax.process_count()
+    b = global_batch or config.optim.batch_size
+    if b % n:
+        raise ValueError(f"optim.batch_size={b} is not divisible by the {n} devices")
+
+
+def check_steps_per_jit(config):
+    k = int(config.train.steps_per_jit)
+    t = config.train
+    if k < 1 or t.checkpoint_every % k or t.num_steps % k:
+        raise ValueError(f"train.steps_per_jit={k} must divide train.checkpoint_every={t.checkpoint_every} "
+                         f"and train.num_steps={t.num_steps}")
+    return k
+
+
+def parallel_mode(config) -> str:
+    """``config.parallel.mode``: ``pmap`` (replicated params, one process), ``mesh`` (jit over a device mesh,
+    FSDP-sharded state; any number of processes), or ``auto``: mesh for multi-process runs, pmap for several
+    local devices, plain jit for one."""
+    mode = config.parallel.mode
+    if mode not in parallel.MODES:
+        raise ValueError(f"unknown parallel.mode {mode!r}; allowed: {list(parallel.MODES)}")
+    if mode == "auto":
+        if jax.process_count() > 1:
+            return "mesh"
+        return "pmap" if jax.local_device_count() > 1 else "jit"
+    if mode == "pmap" and jax.process_count() > 1:
+        raise ValueError("parallel.mode='pmap' feeds local devices only; use 'mesh' for multi-process runs")
+    return mode
+
+

@@ -1,0 +1,172 @@
+"""Generation drivers: samples (with classifier-free or classifier guidance, latent decoding) and imputation
+from a trained model, each compiled once per settings and reused within a process.
+
+``make_sample_fn`` returns one jitted function of ``(params, key, labels, guidance_scale)``: the model
+function, guidance and the decoder are built inside it, so changing the params, key, labels or scale never
+recompiles, and asking again for the same settings returns the same compiled function.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxdiff import samplers
+from jaxdiff.guidance import cfg, classifier_guidance
+from jaxdiff.latent import decode_after
+from jaxdiff.parameterization import clip_x0_model_fn
+from jaxdiff.rng import Stream, run_key
+from jaxdiff.training.build import latent_autoencoder, model_fn_for, text_enabled
+from jaxdiff.training.latent import latent_decoder
+
+_COMPILED: dict = {}  # settings -> compiled sampler (explicit: clear_cache() empties it)
+
+
+def clear_cache():
+    _COMPILED.clear()
+
+
+def _settings_key(config, sampler, num_steps, num_samples, clip_x0, classifier_fn, options):
+    return (config.to_json_best_effort(sort_keys=True), sampler, num_steps, num_samples, clip_x0,
+            id(classifier_fn), json.dumps(options, sort_keys=True, default=repr))
+
+
+def make_sample_fn(config, model, schedule, *, sampler: str, num_steps: int, num_samples: int,
+                   clip_x0: float | None = None, classifier_fn=None, **options):
+    """A jitted ``fn(params, key, labels=None, guidance_scale=1.0) -> samples [N, H, W, C]``; the implied x0
+    is clipped to [-clip_x0, clip_x0] at every step when ``clip_x0`` (default ``config.sample.clip_x0``) is
+    set; with labels and a class-conditional model, classifier-free guidance at ``guidance_scale`` (a
+    traced argument: changing it does not recompile)."""
+    ucfg = model.config
+    shape = (num_samples,) + (ucfg.image_size,) * ucfg.dims + (ucfg.in_channels,)
+    if config.diffusion.variance == "learned_range" and sampler == "ddpm":
+        options.setdefault("variance", "learned_range")
+    sample_fn = samplers.get_sampler(sampler)
+    if num_steps is None or num_steps < 1:
+        raise ValueError(f"num_steps must be >= 1, got {num_steps}")
+    samplers.timegrids.check_steps(schedule, num_steps, options.get("spacing", "uniform"))  # before compiling
+
+    clip = config.sample.clip_x0 if clip_x0 is None else clip_x0
+    if sampler == config.sample.sampler:  # the config's options belong to the config's sampler
+        options = {**config.sample.options.to_dict(), **options}
+    key = _settings_key(config, sampler, num_steps, num_samples, clip, classifier_fn, options)
+    if key in _COMPILED:
+        return _COMPILED[key]
+
+    num_classes = config.model.num_classes
+    text_on = text_enabled(config)
+
+    decode, ae_params, scale = None, None, 1.0
+    if latent_autoencoder(config):  # latent diffusion: sampler -> decoder, compiled as one program
+        decode, ae_params, scale = latent_decoder(config)
+
+    def run(params, key, labels=None, guidance_scale=1.0):
+        return run_jit(params, ae_params, key, labels, guidance_scale)
+
+    @jax.jit
+    def run_jit(params, ae_params, key, labels=None, guidance_scale=1.0):
+        fn = functools.partial(sample_latent, params)
+        if decode is not None:
+            fn = decode_after(fn, functools.partial(decode, ae_params), scale)
+        return fn(key, labels, guidance_scale)
+
+    def sample_latent(params, key, labels, guidance_scale):
+        k1, k2 = jax.random.split(key)
+        x_T = samplers.prior_sample(schedule, k1, shape)
+        mf = model_fn_for(model, params)
+        cond = labels
+        if labels is not None and text_on:  # labels are caption tokens [N, L]; null = empty caption
+            mf, cond = cfg(mf, guidance_scale), {"tokens": labels}
+        elif labels is not None and classifier_fn is not None:  # classifier guidance (scale = guidance_scale)
+            mf = classifier_guidance(mf, classifier_fn, schedule, guidance_scale,
+                                     prediction=config.diffusion.prediction)
+        elif labels is not None and num_classes is not None:
+            mf = cfg(mf, guidance_scale, null_cond=jnp.asarray(num_classes, jnp.int32))
+        if clip:
+            mf = clip_x0_model_fn(mf, schedule, config.diffusion.prediction, clip)
+        return sample_fn(mf, schedule, x_T, k2, num_steps=num_steps,
+                         prediction=config.diffusion.prediction, cond=cond, **options)
+
+    _COMPILED[key] = run
+    return run
+
+
+def generate(config, model, schedule, params, *, sampler: str, num_steps: int, num_samples: int,
+             batch_size: int, seed: int, labels=None, clip_x0: float | None = None,
+             guidance_scale: float = 1.0, classifier_fn=None, stats: dict | None = None,
+             **options) -> np.ndarray:
+    """``num_samples`` samples in [-1, 1] (numpy), in batches of one compiled sampler. For the adaptive
+    ``ode`` sampler, ``stats`` (a dict, if given) receives ``nfe``: the largest count over the batches."""
+    batch_size = min(batch_size, num_samples)
+    text_on = text_enabled(config)
+    cfg_path = labels is not None and classifier_fn is None and (text_on or config.model.num_classes)
+    if cfg_path and guidance_scale != 1.0 and not config.diffusion.p_uncond:
+        raise ValueError(f"guidance_scale={guidance_scale} needs a model trained with condition dropout "
+                         "(diffusion.p_uncond > 0); this one was not, so only guidance_scale=1 is allowed")
+    if labels is not None and not text_on and classifier_fn is None:
+        k = config.model.num_classes
+        bad = np.asarray(labels)[(np.asarray(labels) < 0) | (np.asarray(labels) >= (k or 0))]
+        if bad.size:
+            raise ValueError(f"unknown labels {bad[:5].tolist()}; allowed: 0..{(k or 0) - 1}")
+    adaptive = sampler == "ode" and stats is not None
+    if adaptive:
+        options["return_nfe"] = True
+    fn = make_sample_fn(config, model, schedule, sampler=sampler, num_steps=num_steps,
+                        num_samples=batch_size, clip_x0=clip_x0, classifier_fn=classifier_fn, **options)
+    out = []
+    for i in range(0, num_samples, batch_size):
+        lab = None
+        if labels is not None:
+            chunk = np.asarray(labels[i:i + batch_size])
+            idx = np.arange(batch_size) % len(chunk)  # pad the last batch by repetition
+            lab = jnp.asarray(chunk[idx])
+        key = jax.random.fold_in(run_key(seed, Stream.SAMPLE), i)
+        x = fn(params, key, lab, jnp.asarray(guidance_scale, jnp.float32))
+        if adaptive:
+            x, nfe = x
+            stats["nfe"] = max(stats.get("nfe", 0), int(nfe))
+        out.append(np.asarray(x))
+    return np.concatenate(out)[:num_samples]
+
+
+def generate_imputed(config, model, schedule, params, x_known, mask, *, sampler: str, num_steps: int,
+                     resample: int = 1, jump_length: int = 10, batch_size: int = 500, seed: int = 0,
+                     labels=None, clip_x0: float | None = None, **options) -> np.ndarray:
+    """Imputation (:func:`jaxdiff.imputation.impute`: replacement + RePaint) of ``x_known [N, ...]`` where
+    ``mask`` (the data's shape without the batch axis; 1 = known) is 0, in batches of one compiled call."""
+    from jaxdiff.imputation import check_mask, impute
+
+    x_known = np.asarray(x_known, np.float32)
+    check_mask(x_known, mask)
+    if labels is not None and not config.model.num_classes:
+        raise ValueError("labels need a class-conditional model (model.num_classes)")
+    jump_length = min(jump_length, num_steps)
+    samplers.timegrids.check_steps(schedule, num_steps // jump_length, "uniform")
+    clip = config.sample.clip_x0 if clip_x0 is None else clip_x0
+    batch_size = min(batch_size, len(x_known))
+    key = ("impute", _settings_key(config, sampler, num_steps, batch_size, clip, None, options), resample,
+           jump_length)
+    if key not in _COMPILED:
+        @jax.jit
+        def run(params, x, mask, y, key):
+            mf = model_fn_for(model, params)
+            if clip:
+                mf = clip_x0_model_fn(mf, schedule, config.diffusion.prediction, clip)
+            return impute(mf, schedule, x, mask, key, sampler=sampler, num_steps=num_steps, resample=resample,
+                          jump_length=jump_length, prediction=config.diffusion.prediction, cond=y, **options)
+
+        _COMPILED[key] = run
+    run = _COMPILED[key]
+    mask = jnp.asarray(mask, jnp.float32)
+
+    out = []
+    for i in range(0, len(x_known), batch_size):
+        idx = np.arange(i, i + batch_size) % len(x_known)  # pad the last batch by repetition
+        y = None if labels is None else jnp.asarray(np.asarray(labels)[idx], jnp.int32)
+        x = run(params, jnp.asarray(x_known[idx]), mask, y, jax.random.fold_in(run_key(seed, Stream.SAMPLE), i))
+        out.append(np.asarray(x)[: len(x_known) - i])
+    return np.concatenate(out)

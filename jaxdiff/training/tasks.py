@@ -1,0 +1,210 @@
+"""The task table: what the generic training loop trains. A task supplies its model, its initial params,
+its loss, its training data, the step input made from a host batch, the grid it writes at sample time and
+the metadata stored with the final checkpoint. The loop never branches on the task; a new training method
+(distillation, consistency training, ...) is a new entry of ``TASKS``.
+
+Restoring is generic too: :func:`restore` rebuilds a task's model and state template from a workdir's
+config and reads its latest checkpoint; :func:`restore_trained` and :func:`load_classifier` are its
+diffusion and classifier faces.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+from typing import Any, Callable, Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxdiff.data import to_float
+from jaxdiff.models.classifier import NoisyClassifier, make_classifier_loss
+from jaxdiff.models.text import caption_transform
+from jaxdiff.training import autoencoder as ae
+from jaxdiff.training.build import (
+    build_autoencoder,
+    build_loss,
+    build_model,
+    build_optimizer,
+    build_pipeline,
+    build_schedule,
+    example_input,
+    init_key,
+    task_name,
+    text_enabled,
+    unet_config,
+)
+from jaxdiff.training.generate import make_sample_fn
+from jaxdiff.training.latent import data_pipeline
+from jaxdiff.training.state import create_train_state
+from jaxdiff.training.workdir import load_config, restore_state
+
+log = logging.getLogger("jaxdiff.train")
+
+
+@dataclasses.dataclass(frozen=True)
+class Task:
+    """How to train one kind of model; every field is a function of the config (and the model)."""
+
+    model: Callable[[Any], Any]  # config -> flax module
+    init: Callable[[Any, Any], Any]  # (config, model) -> params (from the INIT stream)
+    loss: Callable[[Any, Any], Callable]  # (config, model) -> loss_fn(params, batch, keys [B])
+    data: Callable[[Any], Any]  # config -> training Pipeline
+    check_input: Callable[[Any, Any, tuple], None]  # (config, model, batch shape): clear error before compiling
+    prepare: Callable[[Any], Callable[[dict, int], dict]]  # config -> (host batch, step) -> step input
+    grid: Callable[[Any, Any], Optional[Callable]]  # (config, model) -> fn(params, key) -> images, or None
+    final_meta: Callable[[Any, Any, Any, Any], dict] = lambda config, model, pipeline, params: {}
+
+
+def _inputs(batch) -> dict:
+    return {"x": batch["x"], "index": batch["index"]}
+
+
+# --- diffusion ----------------------------------------------------------------------------------------
+
+def _diffusion_init(config, model):
+    return model.init(init_key(config), example_input(config), jnp.zeros((1,)))["params"]
+
+
+def _diffusion_data(config):
+    transform = caption_transform(config.text.max_len) if text_enabled(config) else None
+    return data_pipeline(config, "train", transform=transform)
+
+
+def _diffusion_prepare(config):
+    text, labels = text_enabled(config), bool(config.data.use_labels)
+
+    def prepare(batch, step):
+        out = _inputs(batch)
+        if text:
+            out["cond"] = {"tokens": batch["tokens"]}
+        elif labels:
+            out["cond"] = batch["label"]
+        return out
+
+    return prepare
+
+
+def _diffusion_grid(config, model):
+    if not config.train.num_grid_samples:
+        return None
+    return make_sample_fn(config, model, build_schedule(config), sampler=config.sample.sampler,
+                          num_steps=config.sample.num_steps, num_samples=config.train.num_grid_samples)
+
+
+DIFFUSION = Task(
+    model=lambda config: build_model(config)[0], init=_diffusion_init,
+    loss=lambda config, model: build_loss(config, model, build_schedule(config)), data=_diffusion_data,
+    check_input=lambda config, model, shape: unet_config(config).check_input(shape),
+    prepare=_diffusion_prepare, grid=_diffusion_grid)
+
+
+# --- autoencoder --------------------------------------------------------------------------------------
+
+def _autoencoder_prepare(config):
+    def prepare(batch, step):  # the step per example, so that it splits over devices like the rest
+        return {**_inputs(batch), "step": np.full(len(batch["index"]), step, np.int32)}
+
+    return prepare
+
+
+def _autoencoder_grid(config, model):
+    n = config.train.num_grid_samples
+    return ae.grid_fn(model, build_pipeline(config, "test", n).batch(0)["x"]) if n else None
+
+
+def _autoencoder_meta(config, model, pipeline, params):
+    scale = ae.latent_scale(model, params, to_float(pipeline.all_images(), config.data.num_levels))
+    log.info("latent scale factor %.5f", scale)
+    return {"scale_factor": scale}  # stored with the autoencoder: latents' 1 / std
+
+
+AUTOENCODER = Task(
+    model=build_autoencoder, init=ae.init_params, loss=ae.build_loss, data=lambda config: build_pipeline(config),
+    check_input=lambda config, model, shape: ae.check_autoencoder_input(config, shape),
+    prepare=_autoencoder_prepare, grid=_autoencoder_grid, final_meta=_autoencoder_meta)
+
+
+# --- noise-aware classifier (classifier guidance) -----------------------------------------------------
+
+def _classifier_model(config):
+    return NoisyClassifier(unet_config(config), num_classes=config.classifier.num_classes)
+
+
+def _classifier_loss(config, model):
+    return make_classifier_loss(lambda p, x_t, t: model.apply({"params": p}, x_t, t), build_schedule(config),
+                                config.classifier.t_min)
+
+
+def _classifier_check(config, model, shape):
+    if not config.data.use_labels:
+        raise ValueError("the classifier task needs labels: set data.use_labels=True")
+    unet_config(config).check_input(shape)
+
+
+CLASSIFIER = Task(
+    model=_classifier_model, init=_diffusion_init, loss=_classifier_loss, data=lambda config: build_pipeline(config),
+    check_input=_classifier_check, prepare=lambda config: lambda b, step: {**_inputs(b), "label": b["label"]},
+    grid=lambda config, model: None)
+
+
+TASKS = {"diffusion": DIFFUSION, "autoencoder": AUTOENCODER, "classifier": CLASSIFIER}
+
+
+def get_task(config) -> Task:
+    """The task table's entry for ``config.task``; ValueError naming the allowed tasks."""
+    name = task_name(config)
+    if name not in TASKS:
+        raise ValueError(f"unknown config.task {name!r}; allowed: {list(TASKS)}")
+    return TASKS[name]
+
+
+# --- restoring ----------------------------------------------------------------------------------------
+
+def state_template(config, task: Task, model):
+    return create_train_state(task.init(config, model), build_optimizer(config), config.seed)
+
+
+def _a(word: str) -> str:
+    return ("an " if word[0] in "aeiou" else "a ") + word
+
+
+def restore(workdir: str, step: int | None = None, task: str | None = None):
+    """``(config, model, ema_params, meta, step)`` of a workdir's latest (or given) checkpoint; with
+    ``task``, a ValueError when the workdir holds another task."""
+    config = load_config(workdir)
+    if task is not None and task_name(config) != task:
+        raise ValueError(f"{workdir} holds {_a(task_name(config))} run, not {_a(task)} model (config.task); "
+                         + {"diffusion": "sample from a diffusion workdir",
+                            "classifier": "train one with experiments.train --config "
+                                          "experiments/configs/digits_classifier.py",
+                            "autoencoder": "train one with an autoencoder config"}[task])
+    t = get_task(config)
+    model = t.model(config)
+    state, meta, step = restore_state(workdir, state_template(config, t, model), step)
+    return config, model, state.ema_params, meta, step
+
+
+def restore_trained(workdir: str, step: int | None = None):
+    """``(config, model, schedule, ema_params, step)`` of a trained diffusion model."""
+    config, model, params, _, step = restore(workdir, step, task="diffusion")
+    return config, model, build_schedule(config), params, step
+
+
+def load_classifier(workdir: str):
+    """``(classifier_fn(x_t, t) -> logits, config)`` of a trained noise-aware classifier: its EMA params
+    from the Orbax checkpoint, or (a workdir written before the task table) ``classifier.msgpack``."""
+    legacy = os.path.join(workdir, "classifier.msgpack")
+    if os.path.exists(legacy) and not os.path.isdir(os.path.join(workdir, "checkpoints")):
+        import flax.serialization
+
+        config = load_config(workdir)
+        model = _classifier_model(config)
+        with open(legacy, "rb") as f:
+            params = flax.serialization.from_bytes(_diffusion_init(config, model), f.read())
+    else:
+        config, model, params, _, _ = restore(workdir, task="classifier")
+    apply = jax.jit(lambda p, x, t: model.apply({"params": p}, x, t))
+    return (lambda x_t, t: apply(params, x_t, t)), config

@@ -1,0 +1,79 @@
+"""A training workdir: its stored config (checked against a resumed run, migrated from older layouts) and
+its checkpoints (restored into a state's structure).
+
+Layout: ``workdir/config.json`` (the complete config, every declared field), ``workdir/checkpoints/<step>``
+(Orbax), ``workdir/samples/`` (grids), ``workdir/eval/`` (metrics; never overwritten).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+
+import jax
+import ml_collections
+
+from jaxdiff.training.checkpoint import Checkpointer
+from jaxdiff.training.schema import _paths, check_config, fill_defaults
+
+log = logging.getLogger("jaxdiff.train")
+
+# Fields that may change between a run and its resumption (everything else must match).
+RESUMABLE_FIELDS = ("train.num_steps", "train.log_every", "train.sample_every", "sample", "eval", "forecast",
+                    "parallel")
+
+
+def config_path(workdir: str) -> str:
+    return os.path.join(workdir, "config.json")
+
+
+def checkpoint_dir(workdir: str) -> str:
+    return os.path.join(workdir, "checkpoints")
+
+
+def load_config(workdir: str) -> ml_collections.ConfigDict:
+    """The workdir's config with every declared field (older workdirs: defaults filled in, ``kind`` read
+    as ``task``, a classifier's ``num_classes`` as ``classifier.num_classes``)."""
+    path = config_path(workdir)
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"{workdir} has no config.json: is it a jaxdiff training workdir?")
+    with open(path) as f:
+        stored = json.load(f)
+    try:
+        return fill_defaults(stored)
+    except ValueError as e:
+        raise ValueError(f"{path}: {e}. It was written by another jaxdiff version: remove or rename that field "
+                         "in config.json to migrate the workdir") from e
+
+
+def check_workdir(config, workdir: str):
+    """Refuse to continue a workdir that holds a run of a different config (never overwrite silently);
+    write the complete config into a new one."""
+    check_config(config)
+    os.makedirs(workdir, exist_ok=True)
+    new = json.loads(config.to_json_best_effort())
+    if os.path.exists(config_path(workdir)):
+        a, b = _paths(load_config(workdir).to_dict()), _paths(fill_defaults(new).to_dict())
+        diff = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k)
+                      and not any(k == r or k.startswith(r + ".") for r in RESUMABLE_FIELDS))
+        if diff:
+            raise ValueError(f"workdir {workdir} holds a run with a different config (fields {diff}); "
+                             "use a new --workdir, or the same config to resume it")
+    if jax.process_index() == 0:
+        with open(config_path(workdir), "w") as f:
+            json.dump(new, f, indent=2)
+
+
+def restore_state(workdir: str, template, step: int | None = None):
+    """``(state, meta, step)``: a state of ``template``'s structure restored from the workdir's latest (or
+    given) checkpoint; FileNotFoundError naming the workdir when it has none."""
+    ckpt_dir = checkpoint_dir(workdir)
+    if not os.path.isdir(ckpt_dir) or not os.listdir(ckpt_dir):
+        raise FileNotFoundError(f"no checkpoint in {ckpt_dir}: train first with experiments.train "
+                                f"--workdir {workdir}")
+    ckpt = Checkpointer(ckpt_dir, async_save=False)
+    try:
+        return ckpt.restore(template, step)
+    finally:
+        ckpt.close()

@@ -1,0 +1,133 @@
+"""The README's command lines run as written, in smoke form: the same flags, the config's ``:smoke`` variant,
+workdirs under a temporary directory and documented values in place of placeholders, parsed by absl
+in-process. Three run in the default suite (the main job, its sampling command, the FSDP command); the
+rest run with ``-m slow``. Multi-host lines (``--coordinator``) are covered by the two-process test."""
+
+import importlib
+import os
+import re
+import shlex
+import sys
+
+import pytest
+from absl import flags
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PLACEHOLDERS = {"S": None, "N": "4", "W": "2"}  # --sampler S / --guidance_scale S, --num_steps N, scale W
+
+
+def readme_commands() -> list[str]:
+    """Every ``python -m experiments.*`` command of the README: inline code spans (joined across line
+    breaks) and lines of code blocks (comments dropped)."""
+    text = open(os.path.join(ROOT, "README.md")).read()
+    found = []  # (position, command): in the README's order, so that a command finds its workdir trained
+    for b in re.finditer(r"```[a-z]*\n(.*?)```", text, flags=re.S):
+        pos = b.start(1)
+        for ln in b.group(1).splitlines(keepends=True):
+            if "python -m experiments" in ln:
+                found.append((pos, ln[ln.index("python -m experiments"):].split("  #")[0].strip()))
+            pos += len(ln)
+    inline = re.sub(r"```.*?```", lambda m: " " * len(m.group(0)), text, flags=re.S)
+    found += [(m.start(), " ".join(m.group(1).split()))
+              for m in re.finditer(r"`(python -m experiments\.[^`]*)`", inline)]
+    out = [c for _, c in sorted(found)]
+    return [c.split(" && ")[-1] for c in out]
+
+
+def smoke_argv(cmd: str, tmp: str, data_dir: str) -> list[list[str]] | None:
+    """``[module, *args]`` lists of one README command in smoke form (several for a ``{a,b}`` config
+    pattern); None for a multi-host line."""
+    if "--coordinator" in cmd:
+        return None
+    cmd = re.sub(r"\[([^\]]*)\]", r"\1", cmd)  # optional flags are given
+    m = re.search(r"digits_\{([a-z,]+)\}\.py", cmd)
+    if m:
+        return [a for name in m.group(1).split(",") for a in smoke_argv(
+            cmd.replace(m.group(0), f"digits_{name}.py").replace("runs/digits_X", f"runs/digits_{name}"), tmp,
+            data_dir)]
+    words = shlex.split(cmd)
+    module, args = words[2], words[3:]
+    out = []
+    for i, w in enumerate(args):
+        prev = args[i - 1] if i else ""
+        if prev == "--config" and w.endswith(".py"):
+            w += ":smoke"
+        elif prev in ("--workdir", "--classifier_workdir") or w.startswith("runs/"):
+            w = os.path.join(tmp, w)
+        elif w in PLACEHOLDERS:
+            w = PLACEHOLDERS[w] or ("dpmpp_2m" if prev == "--sampler" else "2")
+        elif w.startswith("--config.parallel.fsdp="):
+            w = "--config.parallel.fsdp=2"  # 8 simulated devices: data 4 x fsdp 2
+        out.append(w)
+    if module in ("experiments.train", "experiments.train_classifier"):
+        out.append(f"--config.data.data_dir={data_dir}")
+    return [[module] + out]
+
+
+def _driver_flags() -> set[str]:
+    """Flags defined by the experiment drivers (``experiments.*``), whatever module absl files them under."""
+    fv = flags.FLAGS
+    return {n for n in fv if (fv.find_module_defining_flag(n) or "").startswith("experiments")
+            or n == "config" or n.startswith("config.")}
+
+
+def run(argv: list[str]):
+    """Parse ``argv`` with the module's absl flags (defined afresh: every driver is imported anew) and call
+    its ``main``."""
+    name, args = argv[0], argv[1:]
+    fv = flags.FLAGS
+    for n in _driver_flags():
+        delattr(fv, n)
+    for m in [m for m in sys.modules if m.startswith("experiments.") and not m.startswith("experiments.configs")]:
+        del sys.modules[m]
+    module = importlib.import_module(name)
+    driver = importlib.import_module("experiments.train") if name == "experiments.train_classifier" else module
+    saved, sys.argv = sys.argv, ["prog"] + args  # config_flags reads --config.* overrides from sys.argv
+    try:
+        fv(sys.argv)
+        driver.main(["prog"])
+    finally:
+        sys.argv = saved
+        fv.unparse_flags()
+
+
+def test_the_readme_has_the_commands_this_file_runs():
+    cmds = readme_commands()
+    assert any("--config.parallel.mode=mesh --config.parallel.fsdp=" in c for c in cmds)
+    assert sum(c.startswith("python -m experiments.train ") for c in cmds) >= 5
+    for c in cmds:
+        assert "--config ..." not in c, f"placeholder config in README command: {c}"
+
+
+DEFAULT = ("experiments/configs/digits_ddpm.py --workdir runs/digits",  # the main job
+           "experiments.sample --workdir runs/digits --sampler dpmpp_2m",
+           "--config.parallel.mode=mesh")
+
+
+@pytest.fixture(scope="module")
+def tmp(tmp_path_factory):
+    return str(tmp_path_factory.mktemp("readme"))
+
+
+@pytest.mark.parametrize("needle", DEFAULT)
+def test_default_readme_commands(needle, tmp, data_dir):
+    cmds = [c for c in readme_commands() if needle in c]
+    assert cmds, needle
+    for argv in smoke_argv(cmds[0], tmp, data_dir):
+        run(argv)
+    if "mesh" in needle:
+        assert os.path.isdir(os.path.join(tmp, "runs", "digits_fsdp", "checkpoints"))
+
+
+@pytest.mark.slow
+def test_every_readme_command(tmp_path, data_dir):
+    done = []
+    for cmd in readme_commands():
+        argvs = smoke_argv(cmd, str(tmp_path), data_dir)
+        for argv in argvs or []:
+            try:
+                run(argv)
+            except Exception as e:
+                raise AssertionError(f"README command failed in smoke form: {cmd}\n  argv {argv}\n  {e!r}") from e
+            done.append(argv)
+    assert len(done) >= 20
