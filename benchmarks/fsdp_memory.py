@@ -6,6 +6,7 @@ shardings (``sharding.shard_shape``), nothing allocated.
 """
 
 import os
+import sys
 
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
@@ -18,6 +19,9 @@ from jaxdiff.models import count_params  # noqa: E402
 from jaxdiff.training import parallel  # noqa: E402
 from jaxdiff.training.build import build_model  # noqa: E402
 from jaxdiff.training.tasks import DIFFUSION, state_template  # noqa: E402
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from stamp import stamp_line  # noqa: E402
 
 
 def per_device_bytes(abstract, shardings):
@@ -32,6 +36,7 @@ def per_device_bytes(abstract, shardings):
 
 
 def main():
+    print(stamp_line("python benchmarks/fsdp_memory.py > benchmarks/results/fsdp_memory.md") + "\n")
     print("| model | params | state (params+EMA+Adam) | fsdp=1 per device | fsdp=2 | fsdp=4 | fsdp=8 "
           "| fsdp=8 / total |")
     print("|---|---|---|---|---|---|---|---|")

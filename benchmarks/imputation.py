@@ -6,6 +6,9 @@ resampling passes r (jump length 10) and sampler; 4000 samples (mean standard er
     python benchmarks/imputation.py
 """
 
+import os
+import sys
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -17,7 +20,12 @@ from jaxdiff.testing import Gaussian
 jax.config.update("jax_enable_x64", True)
 
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from stamp import stamp_line  # noqa: E402
+
+
 def main(n=4000):
+    print(stamp_line("python benchmarks/imputation.py > benchmarks/results/imputation.md") + "\n")
     d = 8
     idx = np.arange(d)
     g = Gaussian(jnp.full((d,), 0.1), jnp.asarray(0.25 * 0.9 ** np.abs(idx[:, None] - idx[None])))

@@ -13,6 +13,8 @@ NFE x the time of one jitted model call, for a ~1M-parameter MLP at batch 256; a
 from __future__ import annotations
 
 import argparse
+import os
+import sys
 import time
 
 import jax
@@ -30,6 +32,10 @@ SAMPLERS = {
     "dpm_solver-3": ({"order": 3}, 3), "dpmpp_2m": ({}, 1), "dpmpp_3m": ({}, 1),
     "unipc-2": ({"order": 2}, 1), "unipc-3": ({"order": 3}, 1),
 }
+
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from stamp import stamp_line  # noqa: E402
 
 
 def accuracy_table(dim: int, n: int = 256, t_min: float = 1e-3):
@@ -129,6 +135,7 @@ def overhead_table(batch=256, dim=64, nfe=50):
 
 
 def main():
+    print(stamp_line("python benchmarks/samplers.py > benchmarks/results/samplers.md") + "\n")
     p = argparse.ArgumentParser()
     p.add_argument("--only", choices=["accuracy", "overhead"], default=None)
     a = p.parse_args()

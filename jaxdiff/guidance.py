@@ -71,6 +71,22 @@ def cfg(model_fn: Callable, scale, *, null_cond: Any = None, rescale: float = 0.
     return guided
 
 
+def classifier_log_prob_grad(classifier_fn: Callable, x, t, cond):
+    """grad_x log p(y | x_t, t) of a noise-aware classifier ``classifier_fn(x_t, t) -> logits [B, K]`` at the
+    labels y of ``cond`` (an int array ``[B]``, or a dict with ``"label"``): the one place jaxdiff takes this
+    gradient, for :func:`classifier_guidance` (the score form) and the DDPM sampler's mean shift (Dhariwal
+    & Nichol 2021, Algorithm 1). Each example's log-probability depends on its own x only, so the gradient
+    of their sum is the per-example gradient."""
+    y = cond["label"] if isinstance(cond, dict) else cond
+    if y is None:
+        raise ValueError("classifier guidance needs the class labels as cond")
+
+    def log_p(x):
+        return jnp.sum(jnp.take_along_axis(jax.nn.log_softmax(classifier_fn(x, t), -1), y[:, None], -1))
+
+    return jax.grad(log_p)(x)
+
+
 def classifier_guidance(model_fn: Callable, classifier_fn: Callable, schedule: Schedule, scale,
                         *, prediction: str = "eps") -> Callable:
     """Noise-aware classifier guidance (Dhariwal & Nichol 2021, Algorithm 2 / the score form).
@@ -85,20 +101,13 @@ def classifier_guidance(model_fn: Callable, classifier_fn: Callable, schedule: S
     """
     check_prediction(prediction)
 
-    def log_p(x, t, y):
-        logits = classifier_fn(x, t)
-        return jnp.sum(jnp.take_along_axis(jax.nn.log_softmax(logits, -1), y[:, None], -1))
-
     def guided(x, t, cond=None):
-        y = cond["label"] if isinstance(cond, dict) else cond
-        if y is None:
-            raise ValueError("classifier_guidance needs the class labels as cond")
         t = jnp.broadcast_to(jnp.asarray(t, x.dtype), (x.shape[0],))
         out = model_fn(x, t, cond)
         C = x.shape[-1]
         a, s = schedule.alpha(t), schedule.sigma(t)
         x0, eps = to_x0_eps(out[..., :C], prediction, x, a, s)
-        grad = jax.grad(log_p)(x, t, y)
+        grad = classifier_log_prob_grad(classifier_fn, x, t, cond)
         eps = eps - bcast(s, x) * scale * grad
         x0 = (x - bcast(s, x) * eps) / bcast(a, x)
         new = from_x0_eps(x0, eps, prediction, a, s)

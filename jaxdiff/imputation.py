@@ -8,9 +8,10 @@ any sampler and any data kind (image inpainting, time-series forecasting and gap
 * RePaint (Lugmayr et al. 2022): the ``num_steps`` grid is cut into segments of ``jump_length`` steps; each
   segment is sampled, then noised back to its start with q(x_{t_hi} | x_{t_lo}) and sampled again,
   ``resample`` times in all, which lets the unknown part harmonise with the known one. ``resample=1`` is
-  plain replacement. Segments run as a ``lax.scan`` over :class:`jaxdiff.schedules.TimeWindow`s, so
-  nothing is unrolled per step; each window's knots are the grid's times, so the sampler visits exactly
-  the steps it would visit without imputation.
+  plain replacement. Each segment is a slice of the grid passed to the sampler as its ``ts`` (a
+  ``lax.scan`` over segments: nothing is unrolled per step), so the sampler visits exactly the steps it
+  would visit without imputation.
+* SDEdit (Meng et al. 2022): :func:`sdedit` noises an input to ``t_start`` and samples the rest of the grid.
 
 Both are approximations of the exact conditional p(x_unknown | x_known); tests measure their bias on a
 Gaussian where the conditional is closed form.
@@ -18,7 +19,6 @@ Gaussian where the conditional is closed form.
 
 from __future__ import annotations
 
-import inspect
 from typing import Any, Callable
 
 import jax
@@ -26,9 +26,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxdiff.forward import bcast
-from jaxdiff.samplers import get_sampler, prior_sample
-from jaxdiff.samplers.timegrids import time_grid
-from jaxdiff.schedules import Schedule, TimeWindow
+from jaxdiff.samplers import DEFAULT_SPACING, get_sampler, prior_sample
+from jaxdiff.samplers.common import grid
+from jaxdiff.schedules import Schedule
 
 
 def check_mask(x_known, mask):
@@ -56,9 +56,18 @@ def replacement_model_fn(model_fn: Callable, schedule: Schedule, x_known, mask, 
     return fn
 
 
+def segments(ts, jump_length: int):
+    """RePaint's segments of a decreasing grid ``ts [N + 1]``: ``[N / jump_length, jump_length + 1]``, each a
+    slice ``ts[k L : (k + 1) L + 1]`` (consecutive segments share their end points)."""
+    n = ts.shape[0] - 1
+    if n % jump_length:
+        raise ValueError(f"num_steps={n} must be a multiple of jump_length={jump_length}")
+    return jnp.stack([ts[k * jump_length:(k + 1) * jump_length + 1] for k in range(n // jump_length)])
+
+
 def impute(model_fn: Callable, schedule: Schedule, x_known, mask, key, *, sampler: str = "ddpm",
            num_steps: int = 100, resample: int = 1, jump_length: int = 10, prediction: str = "eps",
-           cond: Any = None, spacing: str | None = None, t_min: float | None = None, **options):
+           cond: Any = None, spacing: str | None = None, t_min: float | None = None, ts=None, **options):
     """Sample x with ``x[mask == 1] = x_known[mask == 1]`` from the model's conditional (approximately).
 
     Args:
@@ -68,41 +77,33 @@ def impute(model_fn: Callable, schedule: Schedule, x_known, mask, key, *, sample
       sampler: any name in ``jaxdiff.samplers.SAMPLERS`` (``options`` go to it).
       num_steps: sampler steps over the whole [t_min, 1] (a multiple of ``jump_length``) on the grid of
         ``time_grid(schedule, num_steps, spacing)`` (integer steps on a discrete schedule); ``spacing``
-        defaults to the sampler's own (logSNR for DPM-Solver++, Karras for Heun, ...).
+        defaults to the sampler's own (``samplers.DEFAULT_SPACING``); or the grid ``ts`` itself.
       resample: RePaint's r: passes over each segment (1 = replacement only).
-      jump_length: RePaint's j: steps per segment.
+      jump_length: RePaint's j: steps per segment; each segment is a slice of the grid (:func:`segments`),
+        so the sampler visits exactly the times it would visit without imputation.
     Returns: ``[B, ...]`` with the known entries equal to ``x_known``.
     """
     check_mask(x_known, mask)
-    get_sampler(sampler)
+    run = get_sampler(sampler)
     for name, v in (("num_steps", num_steps), ("resample", resample), ("jump_length", jump_length)):
         if not isinstance(v, int) or v < 1:
             raise ValueError(f"{name} must be an integer >= 1, got {v!r}")
-    if num_steps % jump_length:
+    if ts is None and num_steps % jump_length:
         raise ValueError(f"num_steps={num_steps} must be a multiple of jump_length={jump_length}")
-    n_seg = num_steps // jump_length
-    run = get_sampler(sampler)
-    params = inspect.signature(run).parameters
-    if "spacing" in params:  # the whole grid takes the sampler's spacing; each window is walked uniformly in
-        spacing = spacing or params["spacing"].default  # t', i.e. exactly through its knots
-        options = {**options, "spacing": "uniform"}
-    grid = time_grid(schedule, num_steps, spacing or "uniform", 1.0, t_min).astype(x_known.dtype)  # decreasing
-    knots = grid[::-1].reshape(-1)[: n_seg * jump_length + 1]  # increasing
-    seg_knots = jnp.stack([knots[k * jump_length:(k + 1) * jump_length + 1] for k in range(n_seg)])[::-1]
+    ts = grid(schedule, ts=ts, num_steps=num_steps, spacing=spacing or DEFAULT_SPACING.get(sampler, "uniform"),
+              t_min=t_min, dtype=x_known.dtype)
+    segs = segments(ts, jump_length)
     mask = jnp.broadcast_to(jnp.asarray(mask, x_known.dtype), x_known.shape)
     k_prior, k_rep, k_run = jax.random.split(key, 3)
     mf = replacement_model_fn(model_fn, schedule, x_known, mask, k_rep)
 
     def segment(x, inp):
-        kn, i = inp
-        t_lo, t_hi = kn[0], kn[-1]
-        win = TimeWindow(schedule, kn)
-        win_mf = lambda x, tp, c=None: mf(x, win.to_base(tp), c)
+        seg, i = inp
+        t_hi, t_lo = seg[0], seg[-1]
 
         def one_pass(r, x):
             k = jax.random.fold_in(jax.random.fold_in(k_run, i), r)
-            x = run(win_mf, win, x, jax.random.fold_in(k, 0), num_steps=jump_length, prediction=prediction,
-                    cond=cond, t_max=1.0, t_min=0.0, **options)
+            x = run(mf, schedule, x, jax.random.fold_in(k, 0), ts=seg, prediction=prediction, cond=cond, **options)
             a, var = schedule.transition(t_lo, t_hi)  # back to t_hi: q(x_{t_hi} | x_{t_lo})
             z = jax.random.normal(jax.random.fold_in(k, 1), x.shape, x.dtype)
             back = a * x + jnp.sqrt(jnp.maximum(var, 0.0)) * z
@@ -111,8 +112,27 @@ def impute(model_fn: Callable, schedule: Schedule, x_known, mask, key, *, sample
         return jax.lax.fori_loop(0, resample, one_pass, x), None
 
     x = prior_sample(schedule, k_prior, x_known.shape, x_known.dtype)
-    x, _ = jax.lax.scan(segment, x, (seg_knots, jnp.arange(n_seg)))
+    x, _ = jax.lax.scan(segment, x, (segs, jnp.arange(segs.shape[0])))
     return mask * x_known + (1 - mask) * x
+
+
+def sdedit(model_fn: Callable, schedule: Schedule, x_init, key, *, t_start: float, sampler: str = "ddim",
+           num_steps: int | None = None, ts=None, spacing: str | None = None, t_min: float | None = None,
+           prediction: str = "eps", cond: Any = None, noise=None, **options):
+    """SDEdit / img2img (Meng et al. 2022): noise ``x_init`` to ``t_start`` by q(x_t | x0) and sample the rest
+    of the grid from there. The grid is ``time_grid(schedule, num_steps, spacing, t_max=t_start)`` (or
+    ``ts``, which must start at ``t_start``); ``noise`` (default: drawn from ``key``) is the eps of the
+    forward step. From ``t_start = 1`` it is plain sampling of ``x_T = alpha_1 x_init + sigma_1 eps``."""
+    run = get_sampler(sampler)
+    if not 0.0 < t_start <= 1.0:
+        raise ValueError(f"t_start must be in (0, 1], got {t_start}")
+    ts = grid(schedule, ts=ts, num_steps=num_steps, spacing=spacing or DEFAULT_SPACING.get(sampler, "uniform"),
+              t_max=t_start, t_min=t_min, dtype=x_init.dtype)
+    k_noise, k_run = jax.random.split(key)
+    eps = jax.random.normal(k_noise, x_init.shape, x_init.dtype) if noise is None else noise
+    t0 = jnp.full((x_init.shape[0],), ts[0], x_init.dtype)
+    x_t = bcast(schedule.alpha(t0), x_init) * x_init + bcast(schedule.sigma(t0), x_init) * eps
+    return run(model_fn, schedule, x_t, k_run, ts=ts, prediction=prediction, cond=cond, **options)
 
 
 MASKS = ("right", "left", "bottom", "top", "center", "random")

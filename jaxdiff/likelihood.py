@@ -23,10 +23,10 @@ import jax
 import jax.numpy as jnp
 
 from jaxdiff.forward import prior_kl, q_sample
-from jaxdiff.losses import LN2, p_variance, vdm_decoder_nll, vlb_term
 from jaxdiff.parameterization import to_x0_eps
-from jaxdiff.samplers.common import lam, setup
-from jaxdiff.samplers.ode import diffrax_solver, nfe_of, pf_ode_field
+from jaxdiff.reverse import LN2, p_variance, vdm_decoder_nll, vlb_term
+from jaxdiff.samplers.adaptive import diffrax_solver, nfe_of, pf_ode_field
+from jaxdiff.samplers.common import check_inputs, denoiser, lam
 from jaxdiff.samplers.timegrids import default_t_min, zero_noise_at_zero
 from jaxdiff.schedules import DiscreteSchedule, Schedule
 
@@ -96,7 +96,8 @@ def ode_log_likelihood(model_fn: Callable, schedule: Schedule, x, key, *, predic
 
     ode_solver = diffrax_solver(solver)
     t_min = default_t_min(schedule) if t_min is None else t_min
-    den, _ = setup(model_fn, schedule, x, 1, prediction, "uniform", t_max, t_min, cond)
+    check_inputs(x, cond)
+    den = denoiser(model_fn, schedule, prediction, cond)
     if not 0 <= t_min < t_max <= 1:
         raise ValueError(f"need 0 <= t_min < t_max <= 1, got t_min={t_min}, t_max={t_max}")
     if zero_noise_at_zero(schedule) and t_min <= 0:

@@ -75,3 +75,11 @@ def save_grid(x, path: str, **kwargs) -> str:
     path = unique_path(path)
     Image.fromarray(grid[..., 0] if grid.shape[-1] == 1 else grid).save(path)
     return path
+
+
+def save_inpainting(x0, mask, samples, path: str) -> str:
+    """A grid with one row per image: the masked input (unknown = -1), the original, then its samples."""
+    n = len(x0)
+    masked = x0 * mask + (1 - mask) * -1.0
+    rows = np.concatenate([masked[:, None], x0[:, None], samples.reshape((n, -1) + x0.shape[1:])], axis=1)
+    return save_grid(rows.reshape((-1,) + x0.shape[1:]), path, ncol=rows.shape[1])

@@ -204,3 +204,23 @@ def test_every_config_declares_only_schema_fields():
             check_config(c)
             flat = sorted(k for k in declared_fields())
             assert "parallel.fsdp" in flat and c.parallel.fsdp == 1, name
+
+
+def test_sdedit_driver_and_condition_labels(smoke):
+    """generate_sdedit keeps an input near itself from a small t_start and far from it from t_start = 1;
+    condition_labels names what it needs."""
+    from jaxdiff.training.generate import condition_labels, generate_sdedit
+
+    c, wd, _, _ = smoke
+    config, model, schedule, params, _ = restore_trained(wd)
+    x = generate(config, model, schedule, params, sampler="ddim", num_steps=3, num_samples=6, batch_size=6, seed=0)
+    near = generate_sdedit(config, model, schedule, params, x, t_start=0.02, sampler="ddim", num_steps=3,
+                           batch_size=4)
+    far = generate_sdedit(config, model, schedule, params, x, t_start=1.0, sampler="ddim", num_steps=3, batch_size=4)
+    assert near.shape == x.shape and np.isfinite(far).all()
+    assert np.abs(near - x).mean() < 0.5 * np.abs(far - x).mean()
+    assert condition_labels(config, 4) is None
+    with pytest.raises(ValueError, match="class-conditional"):
+        condition_labels(config, 4, label=3)
+    with pytest.raises(ValueError, match="text-conditioned"):
+        condition_labels(config, 4, prompt="a handwritten seven")

@@ -9,7 +9,6 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxdiff import samplers
 from jaxdiff import schedules as S
 from jaxdiff.imputation import impute
 from jaxdiff.testing import Gaussian
@@ -54,31 +53,6 @@ def test_any_sampler(sampler, x64):
     e1, _ = _errors(1, sampler, num_steps=20, n=1000)
     e5, _ = _errors(5, sampler, num_steps=20, n=1000)
     assert e5 < e1
-
-
-def test_time_window_walks_the_base_schedule(x64):
-    base = S.get_schedule("cosine")
-    win = S.TimeWindow(base, jnp.array([0.2, 0.6]))
-    tp = jnp.linspace(0, 1, 7)
-    np.testing.assert_allclose(win.logsnr(tp), base.logsnr(0.2 + 0.4 * tp), rtol=1e-12)
-    np.testing.assert_allclose(win.t_from_logsnr(win.logsnr(tp)), tp, atol=1e-9)
-    a_w, v_w = win.transition(tp[1], tp[3])
-    a_b, v_b = base.transition(0.2 + 0.4 * tp[1], 0.2 + 0.4 * tp[3])
-    np.testing.assert_allclose([a_w, v_w], [a_b, v_b], rtol=1e-10)
-    # A sampler on the window from t'=1 to 0 equals the sampler on the base between 0.6 and 0.2.
-    g = Gaussian(jnp.zeros(2), jnp.array([[1.0, 0.5], [0.5, 1.0]]))
-    vp = S.get_schedule("vp")
-    wv = S.TimeWindow(vp, jnp.array([0.2, 0.3, 0.45, 0.5, 0.6]))
-    x = jax.random.normal(jax.random.key(0), (16, 2), jnp.float64)
-    # DDIM steps along the knots 0.6 -> 0.5 -> 0.45 -> 0.3 -> 0.2, written out by hand.
-    b = x
-    for t, s in ((0.6, 0.5), (0.5, 0.45), (0.45, 0.3), (0.3, 0.2)):
-        eps = g.model_fn(vp)(b, jnp.full((16,), t))
-        x0 = (b - vp.sigma(t) * eps) / vp.alpha(t)
-        b = vp.alpha(s) * x0 + vp.sigma(s) * eps
-    a = samplers.sample_ddim(lambda x, t, c=None: g.model_fn(vp)(x, wv.to_base(t)), wv, x, None, num_steps=4,
-                             t_max=1.0, t_min=0.0)
-    np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-9, atol=1e-12)
 
 
 def test_bad_input():

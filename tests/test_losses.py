@@ -4,8 +4,10 @@ import numpy as np
 import pytest
 from scipy.stats import norm
 
+from jaxdiff import forward as F
 from jaxdiff import losses as L
 from jaxdiff import parameterization as P
+from jaxdiff import reverse as R
 from jaxdiff import schedules as S
 from jaxdiff.likelihood import full_vlb_bpd
 from jaxdiff.testing import random_mixture
@@ -15,7 +17,7 @@ from jaxdiff.testing import random_mixture
 def test_discretized_decoder_sums_to_one(K, x64):
     levels = jnp.linspace(-1, 1, K)
     for mean, log_scale in [(0.1, -2.0), (-0.9, -5.0), (0.95, 0.3), (3.0, -1.0)]:
-        lp = L.discretized_gaussian_log_likelihood(levels, mean, log_scale, K)
+        lp = R.discretized_gaussian_log_likelihood(levels, mean, log_scale, K)
         np.testing.assert_allclose(jnp.exp(lp).sum(), 1.0, rtol=1e-6)
 
 
@@ -26,10 +28,10 @@ def test_discretized_decoder_matches_scipy(x64):
     h = 1 / (K - 1)
     ref = [norm.cdf(-1 + h, mean, s), norm.cdf(-0.5 + h, mean, s) - norm.cdf(-0.5 - h, mean, s),
            norm.cdf(0.25 + h, mean, s) - norm.cdf(0.25 - h, mean, s), 1 - norm.cdf(1 - h, mean, s)]
-    got = L.discretized_gaussian_log_likelihood(x, mean, jnp.log(s), K)
+    got = R.discretized_gaussian_log_likelihood(x, mean, jnp.log(s), K)
     np.testing.assert_allclose(jnp.exp(got), ref, rtol=1e-6)
     # far tail stays finite and accurate (log-space): P ~ 1e-80
-    far = L.discretized_gaussian_log_likelihood(jnp.array([0.5]), -3.0, jnp.log(0.18), K)
+    far = R.discretized_gaussian_log_likelihood(jnp.array([0.5]), -3.0, jnp.log(0.18), K)
     ref_far = np.log(norm.sf((0.5 - h + 3) / 0.18) - norm.sf((0.5 + h + 3) / 0.18))
     np.testing.assert_allclose(far, [ref_far], rtol=1e-6)
 
@@ -40,7 +42,7 @@ def linear_apply(prediction, sched):
     def apply_fn(params, x_t, t, cond, key):
         eps_hat = params["w"] * x_t + params["b"]
         a, s = sched.alpha(t), sched.sigma(t)
-        x0_hat = (x_t - L.bcast(s, x_t) * eps_hat) / L.bcast(a, x_t)
+        x0_hat = (x_t - F.bcast(s, x_t) * eps_hat) / F.bcast(a, x_t)
         return P.from_x0_eps(x0_hat, eps_hat, prediction, a, s)
 
     return apply_fn
@@ -88,7 +90,7 @@ def test_loss_targets_are_exact():
         def apply_fn(params, x_t, t, cond, key, pred=pred):
             x0 = BATCH["x"]
             a, s = sched.alpha(t), sched.sigma(t)
-            eps = (x_t - L.bcast(a, x0) * x0) / L.bcast(s, x0)
+            eps = (x_t - F.bcast(a, x0) * x0) / F.bcast(s, x0)
             return P.from_x0_eps(x0, eps, pred, a, s)
         loss, _ = L.make_loss(apply_fn, sched, prediction=pred)(PARAMS, BATCH, jax.random.key(0))
         assert float(loss) < 1e-8
@@ -137,12 +139,12 @@ def test_vlb_term_zero_for_true_posterior(x64):
     t = jnp.full((8,), 0.5)
     s = t - 0.01
     x_t = sched.alpha(0.5) * x0 + sched.sigma(0.5) * eps
-    term = L.vlb_term(sched, x0, x_t, x0, s, t, num_levels=256,
-                      log_var=L.p_variance(sched, s, t), decoder=jnp.zeros(8, bool))
+    term = R.vlb_term(sched, x0, x_t, x0, s, t, num_levels=256,
+                      log_var=R.p_variance(sched, s, t), decoder=jnp.zeros(8, bool))
     np.testing.assert_allclose(term, 0.0, atol=1e-10)
     # KL with a wrong mean is the closed form ||mu_q - mu_p||^2 / (2 var).
-    c_x0, _, var = L.q_posterior_coefs(sched, s, t)
-    term2 = L.vlb_term(sched, x0, x_t, x0 + 0.1, s, t, num_levels=256,
+    c_x0, _, var = F.q_posterior_coefs(sched, s, t)
+    term2 = R.vlb_term(sched, x0, x_t, x0 + 0.1, s, t, num_levels=256,
                        log_var=jnp.log(var), decoder=jnp.zeros(8, bool))
     np.testing.assert_allclose(term2, (c_x0 * 0.1) ** 2 / (2 * var) * 16, rtol=1e-8)
 

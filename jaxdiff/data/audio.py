@@ -139,3 +139,20 @@ def spectral_flatness(x: np.ndarray) -> float:
     x = np.asarray(x, np.float64).reshape(len(x), -1).mean(1)
     p = np.abs(np.fft.rfft(x * np.hanning(len(x)))) ** 2 + 1e-20
     return float(np.exp(np.mean(np.log(p))) / np.mean(p))
+
+
+def write_audio_samples(x, stem: str, rate: int, reference, num: int = 4) -> list[str]:
+    """The first ``num`` samples ``[N, L, C]`` as WAV files and one PNG of spectrograms: ``reference`` (a
+    training segment, left) then the samples. Never overwrites a file."""
+    from PIL import Image
+
+    from jaxdiff.outputs import unique_path
+
+    n = min(num, len(x))
+    paths = [write_wav(f"{stem}_{i}.wav", x[i], rate) for i in range(n)]
+    specs = [spectrogram_image(reference, rate)] + [spectrogram_image(x[i], rate) for i in range(n)]
+    gap = np.full((specs[0].shape[0], 4), 255, np.uint8)
+    row = np.concatenate([p for s in specs for p in (s, gap)][:-1], axis=1)
+    png = unique_path(stem + "_spectrograms.png")
+    Image.fromarray(row).save(png)
+    return paths + [png]

@@ -49,7 +49,7 @@ def evaluate(workdir, samples_path=None, sampler=None, num_steps=None, vlb=True,
         if text_on:
             k = 10
         elif classifier_fn:
-            k = clf_config.num_classes
+            k = clf_config.classifier.num_classes
         else:
             k = config.model.num_classes
         if not k:

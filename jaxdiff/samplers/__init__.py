@@ -1,7 +1,10 @@
-"""Samplers: pure functions ``sample_<name>(model_fn, schedule, x_T, key, *, num_steps, prediction, ...)``.
+"""Samplers: pure functions ``sample_<name>(model_fn, schedule, x_T, key, *, num_steps | ts, prediction, ...)``.
 
-Each is a ``lax.scan`` over a precomputed time grid (:mod:`jaxdiff.samplers.timegrids`); ``sample``
-dispatches by name through the one dict ``SAMPLERS``.
+Each runs a ``lax.scan`` over an explicit decreasing time grid: built by :mod:`jaxdiff.samplers.timegrids`
+from ``num_steps`` and a spacing, or passed in as ``ts`` (imputation's segments, SDEdit, a consistency
+sampler's chosen times). Each calls one denoiser (:func:`denoiser`) made once from the model function, the
+schedule and the parameterization. ``sample`` dispatches by name through the one dict ``SAMPLERS``; a new
+solver is one module here plus one line in it.
 """
 
 from __future__ import annotations
@@ -9,22 +12,21 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from jaxdiff.samplers.adaptive import sample_ode
+from jaxdiff.samplers.common import denoiser, grid
 from jaxdiff.samplers.ddim import ddim_step, sample_ddim, sample_ddpm
-from jaxdiff.samplers.ode import (
-    dpm_solver_step,
+from jaxdiff.samplers.dpm_solver import dpm_solver_step, sample_dpm_solver
+from jaxdiff.samplers.dpmpp import (
+    dpmpp_2m_update,
     dpmpp_multistep_update,
-    sample_dpm_solver,
     sample_dpmpp_2m,
     sample_dpmpp_2m_sde,
     sample_dpmpp_3m,
-    sample_euler,
-    sample_heun,
-    sample_ode,
-    sample_unipc,
-    unipc_update,
 )
+from jaxdiff.samplers.edm import sample_euler, sample_heun
 from jaxdiff.samplers.sde import langevin_corrector, sample_annealed_langevin, sample_pc
-from jaxdiff.samplers.timegrids import SPACINGS, default_t_min, karras_sigmas, time_grid
+from jaxdiff.samplers.timegrids import SPACINGS, check_grid, default_t_min, karras_sigmas, time_grid
+from jaxdiff.samplers.unipc import sample_unipc, unipc_update
 
 SAMPLERS = {
     "ddpm": sample_ddpm,
@@ -40,6 +42,9 @@ SAMPLERS = {
     "annealed_langevin": sample_annealed_langevin,
     "ode": sample_ode,
 }
+# The spacing each sampler's grid takes by default (imputation and SDEdit build their grids with it).
+DEFAULT_SPACING = {"euler": "karras", "heun": "karras", "dpm_solver": "logsnr", "dpmpp_2m": "logsnr",
+                   "dpmpp_3m": "logsnr", "dpmpp_2m_sde": "logsnr", "unipc": "logsnr"}
 
 
 def get_sampler(name: str):
@@ -49,8 +54,37 @@ def get_sampler(name: str):
 
 
 def sample(name: str, model_fn, schedule, x_T, key, **options):
-    """Run sampler ``name`` (one of ``SAMPLERS``) with its options."""
+    """Run sampler ``name`` (one of ``SAMPLERS``) with its options (``num_steps=...`` or ``ts=...``)."""
     return get_sampler(name)(model_fn, schedule, x_T, key, **options)
+
+
+def nfe(name: str, schedule, *, num_steps: int | None = None, ts=None, order: int = 3,
+        n_corrector_steps: int = 1, n_steps_each: int = 100, high_order_warmup: bool = False,
+        denoise_final: bool = True, **grid_options) -> int:
+    """Network evaluations of one run of sampler ``name`` on its grid (``num_steps`` or ``ts``); the
+    adaptive ``ode`` sampler reports its own (``return_nfe=True``)."""
+    get_sampler(name)
+    if name == "ode":
+        raise ValueError("the adaptive ode sampler's NFE depends on the solve: use sample_ode(..., return_nfe=True)")
+    if ts is None:
+        spacing = grid_options.pop("spacing", DEFAULT_SPACING.get(name, "uniform"))
+        if name == "ddpm" and num_steps is None:
+            num_steps = schedule.num_steps
+        ts = time_grid(schedule, num_steps, spacing, **grid_options)
+    ts = jnp.asarray(ts)
+    n = int(ts.shape[0]) - 1
+    to_zero = bool(schedule.sigma(ts[-1]) == 0)  # the last step returns x0_hat: one evaluation
+    if name == "heun":
+        return 2 * n - int(to_zero)
+    if name == "dpm_solver":
+        return order * n - (order - 1) * int(to_zero)
+    if name == "dpmpp_3m":
+        return n + int(high_order_warmup and n > 1)
+    if name == "pc":
+        return n * (1 + n_corrector_steps)
+    if name == "annealed_langevin":
+        return n * n_steps_each + int(denoise_final)
+    return n
 
 
 def prior_sample(schedule, key, shape, dtype=jnp.float32, t_max: float = 1.0):
@@ -61,6 +95,7 @@ def prior_sample(schedule, key, shape, dtype=jnp.float32, t_max: float = 1.0):
     return std * jax.random.normal(key, shape, dtype)
 
 
-__all__ = ["SAMPLERS", "SPACINGS", "sample", "get_sampler", "prior_sample", "time_grid", "karras_sigmas",
-           "default_t_min", "ddim_step", "dpm_solver_step", "dpmpp_multistep_update", "unipc_update",
-           "langevin_corrector"] + [f.__name__ for f in SAMPLERS.values()]
+__all__ = ["SAMPLERS", "SPACINGS", "DEFAULT_SPACING", "sample", "get_sampler", "nfe", "prior_sample", "denoiser",
+           "grid", "check_grid", "time_grid", "karras_sigmas", "default_t_min", "ddim_step", "dpm_solver_step",
+           "dpmpp_2m_update", "dpmpp_multistep_update", "unipc_update", "langevin_corrector"] + \
+    [f.__name__ for f in SAMPLERS.values()]

@@ -1,4 +1,5 @@
-"""What every sampler shares: input checks, the model wrapper, and the lax.scan loop over a time grid."""
+"""What every sampler shares: the denoiser made once from a model function, the time grid (built from
+``num_steps`` and a spacing, or passed in), input checks, and the ``lax.scan`` loop over the grid."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import jax.numpy as jnp
 
 from jaxdiff.forward import bcast
 from jaxdiff.parameterization import check_prediction, x0_eps_fn
-from jaxdiff.samplers.timegrids import time_grid
+from jaxdiff.samplers.timegrids import check_grid, time_grid
 
 
 def check_inputs(x_T, cond=None):
@@ -24,17 +25,39 @@ def check_inputs(x_T, cond=None):
             raise ValueError(f"cond has batch size {leaf.shape[0]}, x_T has {x_T.shape[0]}")
 
 
-def setup(model_fn, schedule, x_T, num_steps, prediction, spacing, t_max, t_min, cond, sigma_max=None):
-    """Validate and return ``(denoise(x, t) -> (x0, eps), grid [N + 1])``."""
+def denoiser(model_fn: Callable, schedule, prediction: str = "eps", cond: Any = None) -> Callable:
+    """``den(x, t) -> (x0_hat, eps_hat)``: the model's output in any parameterization converted once
+    (``jaxdiff.parameterization``), so sampler bodies never branch on it. ``t`` is a scalar or ``[B]``."""
     check_prediction(prediction)
-    check_inputs(x_T, cond)
-    ts = time_grid(schedule, num_steps, spacing, t_max, t_min, sigma_max)
     f = x0_eps_fn(model_fn, schedule, prediction)
-    return (lambda x, t: f(x, t, cond)), ts.astype(x_T.dtype)
+    return lambda x, t: f(x, t, cond)
 
 
-def scan_steps(step: Callable, carry: Any, ts, return_trajectory: bool):
-    """Run ``carry = step(carry, t_cur, t_next, i)`` over consecutive grid pairs with ``lax.scan``.
+def grid(schedule, *, ts=None, num_steps=None, spacing="uniform", t_max=1.0, t_min=None, sigma_max=None,
+         min_steps: int = 1, dtype=jnp.float32):
+    """The sampler's decreasing grid: ``ts`` as given (checked), else ``time_grid(schedule, num_steps, ...)``."""
+    if ts is None:
+        if num_steps is None:
+            raise ValueError("give num_steps (and a spacing) or an explicit decreasing grid ts")
+        ts = time_grid(schedule, num_steps, spacing, t_max, t_min, sigma_max)
+    else:
+        ts = jnp.asarray(ts)
+    check_grid(ts, min_steps)
+    return ts.astype(dtype)
+
+
+def prepare(model_fn, schedule, x_T, *, ts=None, num_steps=None, prediction="eps", spacing="uniform",
+            t_max=1.0, t_min=None, cond=None, sigma_max=None, min_steps: int = 1):
+    """Validate the inputs; return ``(den, ts)`` (see :func:`denoiser`, :func:`grid`)."""
+    den = denoiser(model_fn, schedule, prediction, cond)
+    check_inputs(x_T, cond)
+    return den, grid(schedule, ts=ts, num_steps=num_steps, spacing=spacing, t_max=t_max, t_min=t_min,
+                     sigma_max=sigma_max, min_steps=min_steps, dtype=x_T.dtype)
+
+
+def scan_steps(step: Callable, carry: Any, ts, return_trajectory: bool, start: int = 0):
+    """Run ``carry = step(carry, t_cur, t_next, i)`` over consecutive grid pairs with ``lax.scan`` (``i``
+    counts from ``start``: steps peeled off before the scan keep their indices).
 
     The carry's first element is the state x; the trajectory stacks x after every step ``[N, B, ...]``.
     """
@@ -44,7 +67,7 @@ def scan_steps(step: Callable, carry: Any, ts, return_trajectory: bool):
         c = step(c, *inp)
         return c, (c[0] if return_trajectory else None)
 
-    carry, traj = jax.lax.scan(body, carry, (ts[:-1], ts[1:], jnp.arange(n)))
+    carry, traj = jax.lax.scan(body, carry, (ts[:-1], ts[1:], start + jnp.arange(n)))
     return carry, traj
 
 

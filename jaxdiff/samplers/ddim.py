@@ -6,9 +6,10 @@ import jax
 import jax.numpy as jnp
 
 from jaxdiff.forward import bcast, q_posterior_coefs
-from jaxdiff.losses import p_variance
+from jaxdiff.guidance import classifier_log_prob_grad
 from jaxdiff.parameterization import to_x0_eps
-from jaxdiff.samplers.common import finish, scan_steps, setup, step_key
+from jaxdiff.reverse import p_mean, p_variance
+from jaxdiff.samplers.common import finish, prepare, scan_steps, step_key
 
 
 def ddim_step(schedule, x, x0, eps, t, s, eta, noise):
@@ -25,10 +26,10 @@ def ddim_step(schedule, x, x0, eps, t, s, eta, noise):
     return bcast(alpha_s, x) * x0 + bcast(dir_coef, x) * eps + bcast(jnp.sqrt(c2), x) * noise
 
 
-def sample_ddim(model_fn, schedule, x_T, key, *, num_steps: int, prediction: str = "eps", eta=0.0,
-                spacing: str = "uniform", t_max: float = 1.0, t_min=None, cond=None,
+def sample_ddim(model_fn, schedule, x_T, key, *, num_steps: int | None = None, ts=None, prediction: str = "eps",
+                eta=0.0, spacing: str = "uniform", t_max: float = 1.0, t_min=None, cond=None,
                 return_trajectory: bool = False):
-    """DDIM (Song et al. 2021a): ``num_steps`` steps of :func:`ddim_step` on a respaced grid.
+    """DDIM (Song et al. 2021a): :func:`ddim_step` over the grid (``num_steps`` respaced steps, or ``ts``).
 
     Args:
       model_fn: ``model_fn(x, t [B], cond) -> prediction``.
@@ -39,7 +40,8 @@ def sample_ddim(model_fn, schedule, x_T, key, *, num_steps: int, prediction: str
       spacing: ``uniform | quadratic | trailing | leading | logsnr | karras``.
     Clip x0 (Ho et al. 2020) with :func:`jaxdiff.parameterization.clip_x0_model_fn` (any sampler).
     """
-    den, ts = setup(model_fn, schedule, x_T, num_steps, prediction, spacing, t_max, t_min, cond)
+    den, ts = prepare(model_fn, schedule, x_T, ts=ts, num_steps=num_steps, prediction=prediction, spacing=spacing,
+                      t_max=t_max, t_min=t_min, cond=cond)
     eta = jnp.asarray(eta, x_T.dtype)
 
     def step(carry, t, s, i):
@@ -53,7 +55,7 @@ def sample_ddim(model_fn, schedule, x_T, key, *, num_steps: int, prediction: str
     return finish(x, traj, return_trajectory)
 
 
-def sample_ddpm(model_fn, schedule, x_T, key, *, num_steps: int | None = None, prediction: str = "eps",
+def sample_ddpm(model_fn, schedule, x_T, key, *, num_steps: int | None = None, ts=None, prediction: str = "eps",
                 variance: str = "fixed_small", spacing: str = "uniform", t_max: float = 1.0, t_min=None,
                 cond=None, classifier_fn=None, classifier_scale=1.0, return_trajectory: bool = False):
     """DDPM ancestral sampling (Ho et al. 2020, Algorithm 2) on any schedule and grid:
@@ -63,33 +65,30 @@ def sample_ddpm(model_fn, schedule, x_T, key, *, num_steps: int | None = None, p
 
     ``num_steps`` defaults to the discrete schedule's T (respacing when smaller, as improved-diffusion).
     With ``classifier_fn(x_t, t) -> logits`` (labels from ``cond``), the mean is shifted by
-    ``classifier_scale * Sigma * grad_x log p(y | x_t, t)`` (Dhariwal & Nichol 2021, Algorithm 1).
+    ``classifier_scale * Sigma * grad_x log p(y | x_t, t)`` (Dhariwal & Nichol 2021, Algorithm 1; the
+    gradient is :func:`jaxdiff.guidance.classifier_log_prob_grad`).
     """
-    if num_steps is None:
+    if num_steps is None and ts is None:
         num_steps = getattr(schedule, "num_steps", None)
         if num_steps is None:
-            raise ValueError("sample_ddpm: num_steps is required for a continuous schedule")
-    _, ts = setup(model_fn, schedule, x_T, num_steps, prediction, spacing, t_max, t_min, cond)
+            raise ValueError("sample_ddpm: num_steps (or ts) is required for a continuous schedule")
+    _, ts = prepare(model_fn, schedule, x_T, ts=ts, num_steps=num_steps, prediction=prediction, spacing=spacing,
+                    t_max=t_max, t_min=t_min, cond=cond)
     C = x_T.shape[-1]
 
     def step(carry, t, s, i):
         (x,) = carry
         tb = jnp.full((x.shape[0],), t, x.dtype)
-        out = model_fn(x, tb, cond)
-        var_values = out[..., C:] if out.shape[-1] > C else None
+        out = model_fn(x, tb, cond)  # the variance channels are read beside the prediction
         x0, _ = to_x0_eps(out[..., :C], prediction, x, schedule.alpha(t), schedule.sigma(t))
-        c_x0, c_xt, _ = q_posterior_coefs(schedule, s, t)
-        mean = c_x0 * x0 + c_xt * x
-        log_var = p_variance(schedule, jnp.full_like(tb, s), tb, var_values, variance)
+        mean = p_mean(schedule, x, x0, s, t)
+        log_var = p_variance(schedule, jnp.full_like(tb, s), tb, out[..., C:] if out.shape[-1] > C else None,
+                             variance)
         log_var = bcast(log_var, x) if jnp.ndim(log_var) <= 1 else log_var
-        noise = jax.random.normal(step_key(key, i), x.shape, x.dtype)
         std = jnp.where(schedule.sigma(s) > 0, jnp.exp(0.5 * log_var), 0.0)
         if classifier_fn is not None:  # Algorithm 1: mu + s * Sigma * grad log p(y | x_t)
-            y = cond["label"] if isinstance(cond, dict) else cond
-            log_p = lambda xx: jnp.sum(jnp.take_along_axis(jax.nn.log_softmax(classifier_fn(xx, tb), -1),
-                                                           y[:, None], -1))
-            mean = mean + classifier_scale * std**2 * jax.grad(log_p)(x)
-        return (mean + std * noise,)
+            mean = mean + classifier_scale * std**2 * classifier_log_prob_grad(classifier_fn, x, tb, cond)
+        return (mean + std * jax.random.normal(step_key(key, i), x.shape, x.dtype),)
 
     (x,), traj = scan_steps(step, (x_T,), ts, return_trajectory)
     return finish(x, traj, return_trajectory)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from jaxdiff.samplers.common import finish, scan_steps, setup, step_key
+from jaxdiff.samplers.common import finish, prepare, scan_steps, step_key
 
 
 def _score(den, schedule, x, t):
@@ -32,7 +32,8 @@ def langevin_corrector(den, schedule, x, t, key, *, snr, n_steps: int, step_scal
     return jax.lax.fori_loop(0, n_steps, body, x)
 
 
-def sample_pc(model_fn, schedule, x_T, key, *, num_steps: int, prediction: str = "eps", snr=0.16,
+def sample_pc(model_fn, schedule, x_T, key, *, num_steps: int | None = None, ts=None, prediction: str = "eps",
+              snr=0.16,
               n_corrector_steps: int = 1, spacing: str = "uniform", t_max: float = 1.0, t_min=None,
               cond=None, denoise_final: bool = True, return_trajectory: bool = False):
     """Predictor-corrector sampling (Song et al. 2021b): at each time a Langevin corrector, then the
@@ -40,7 +41,8 @@ def sample_pc(model_fn, schedule, x_T, key, *, num_steps: int, prediction: str =
     discretization x_t = alpha_{t|s} x_s + G z of the forward SDE (f_i = alpha_{t|s} - 1,
     G_i^2 = sigma^2_{t|s}), which is score_sde's for VP and VE. Returns the last x_mean when
     ``denoise_final`` (score_sde's noise removal). NFE = num_steps (1 + n_corrector_steps)."""
-    den, ts = setup(model_fn, schedule, x_T, num_steps, prediction, spacing, t_max, t_min, cond)
+    den, ts = prepare(model_fn, schedule, x_T, ts=ts, num_steps=num_steps, prediction=prediction,
+                      spacing=spacing, t_max=t_max, t_min=t_min, cond=cond)
     snr = jnp.asarray(snr, x_T.dtype)
 
     def step(carry, t, s, i):
@@ -59,7 +61,8 @@ def sample_pc(model_fn, schedule, x_T, key, *, num_steps: int, prediction: str =
     return finish(x_mean if denoise_final else x, traj, return_trajectory)
 
 
-def sample_annealed_langevin(model_fn, schedule, x_T, key, *, num_steps: int, prediction: str = "eps",
+def sample_annealed_langevin(model_fn, schedule, x_T, key, *, num_steps: int | None = None, ts=None,
+                             prediction: str = "eps",
                              n_steps_each: int = 100, step_lr=2e-5, spacing: str = "uniform",
                              t_max: float = 1.0, t_min=None, cond=None, denoise_final: bool = True,
                              return_trajectory: bool = False):
@@ -68,7 +71,8 @@ def sample_annealed_langevin(model_fn, schedule, x_T, key, *, num_steps: int, pr
     ``n_steps_each`` steps x <- x + a_i/2 score + sqrt(a_i) z, a_i = step_lr sigma_i^2 / sigma_L^2.
     ``denoise_final`` adds Tweedie's x + sigma_L^2 score (Jolicoeur-Martineau et al. 2021).
     NFE = num_steps x n_steps_each (+1)."""
-    den, ts = setup(model_fn, schedule, x_T, num_steps, prediction, spacing, t_max, t_min, cond)
+    den, ts = prepare(model_fn, schedule, x_T, ts=ts, num_steps=num_steps, prediction=prediction,
+                      spacing=spacing, t_max=t_max, t_min=t_min, cond=cond)
     levels = ts[:-1]  # the num_steps noise levels visited
     sigma_L = schedule.sigma(levels[-1])
     step_lr = jnp.asarray(step_lr, x_T.dtype)

@@ -11,6 +11,7 @@ points end at the first positive level and a final 0 is appended, as k-diffusion
 
 from __future__ import annotations
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -111,3 +112,26 @@ def check_steps(schedule: Schedule, num_steps, spacing: str):
     if isinstance(schedule, DiscreteSchedule) and num_steps > schedule.num_steps:
         raise ValueError(f"num_steps={num_steps} exceeds the discrete schedule's T={schedule.num_steps}; "
                          f"allowed: 1..{schedule.num_steps}")
+
+
+def check_grid(ts, min_steps: int = 1):
+    """A sampler's grid must be 1-D with at least ``min_steps`` steps, inside the schedules' time range
+    [0, 1] and strictly decreasing. Values are checked where the grid is concrete (before compiling); a
+    traced grid (a slice inside a compiled loop, as imputation's segments) is checked by shape only."""
+    shape = getattr(ts, "shape", None)
+    if shape is None or len(shape) != 1:
+        raise ValueError(f"the time grid ts must be a 1-D array [num_steps + 1], got shape {shape}")
+    if shape[0] < min_steps + 1:
+        raise ValueError(f"the time grid has {shape[0] - 1} steps; this sampler needs at least {min_steps} "
+                         f"({min_steps + 1} times)")
+    if isinstance(ts, jax.core.Tracer):
+        return
+    v = np.asarray(ts, np.float64)
+    if not np.all(np.isfinite(v)) or v.min() < 0.0 or v.max() > 1.0:
+        raise ValueError(f"the time grid must lie in the schedule's range [0, 1]; got values in "
+                         f"[{v.min():.6g}, {v.max():.6g}]")
+    bad = np.nonzero(np.diff(v) >= 0)[0]
+    if len(bad):
+        i = int(bad[0])
+        raise ValueError(f"the time grid must be strictly decreasing; ts[{i}] = {v[i]:.6g} <= ts[{i + 1}] = "
+                         f"{v[i + 1]:.6g}")

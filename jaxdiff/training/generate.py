@@ -17,10 +17,11 @@ import numpy as np
 
 from jaxdiff import samplers
 from jaxdiff.guidance import cfg, classifier_guidance
+from jaxdiff.imputation import inpaint_mask
 from jaxdiff.latent import decode_after
 from jaxdiff.parameterization import clip_x0_model_fn
 from jaxdiff.rng import Stream, run_key
-from jaxdiff.training.build import latent_autoencoder, model_fn_for, text_enabled
+from jaxdiff.training.build import build_pipeline, latent_autoencoder, model_fn_for, text_enabled
 from jaxdiff.training.latent import latent_decoder
 
 _COMPILED: dict = {}  # settings -> compiled sampler (explicit: clear_cache() empties it)
@@ -169,4 +170,72 @@ def generate_imputed(config, model, schedule, params, x_known, mask, *, sampler:
         y = None if labels is None else jnp.asarray(np.asarray(labels)[idx], jnp.int32)
         x = run(params, jnp.asarray(x_known[idx]), mask, y, jax.random.fold_in(run_key(seed, Stream.SAMPLE), i))
         out.append(np.asarray(x)[: len(x_known) - i])
+    return np.concatenate(out)
+
+
+def inpaint_test_images(config, model, schedule, params, region: str, *, sampler: str, num_steps: int,
+                        resample: int = 5, jump_length: int = 10, seed: int = 0, clip_x0: float | None = None,
+                        num_images: int = 10, per_image: int = 8, **options) -> dict:
+    """Inpaint ``region`` (``jaxdiff.imputation.MASKS``) of the first ``num_images`` test images,
+    ``per_image`` samples each: ``{"x0", "mask", "known", "samples"}`` (RePaint over any sampler)."""
+    if latent_autoencoder(config):
+        raise ValueError("inpainting imputes in the model's data space; a latent-diffusion model's pixel masks do "
+                         "not map onto its latents (not supported); use a pixel-space model")
+    test = build_pipeline(config, "test", 1)
+    x0 = np.stack([test.batch(i)["x"][0] for i in range(num_images)])
+    mask = inpaint_mask(region, x0.shape[1:], seed)
+    known = np.repeat(x0, per_image, axis=0)
+    x = generate_imputed(config, model, schedule, params, known, mask, sampler=sampler, num_steps=num_steps,
+                         resample=resample, jump_length=jump_length, seed=seed, clip_x0=clip_x0, **options)
+    return {"x0": x0, "mask": mask, "known": known, "samples": x}
+
+
+def condition_labels(config, n: int, *, prompt: str | None = None, label: int | None = None,
+                     classifier_config=None):
+    """The labels ``generate`` takes for ``n`` samples: caption tokens of ``prompt`` (text models), or class
+    ``label`` (-1: 0..K-1 in turn) of a class-conditional model or of a guiding classifier; None for neither."""
+    if prompt is not None:
+        if not text_enabled(config):
+            raise ValueError("a prompt needs a text-conditioned model (config.text.enabled)")
+        from jaxdiff.models.text import tokenize
+
+        if len(prompt.encode("utf-8")) > config.text.max_len:
+            raise ValueError(f"the prompt is {len(prompt.encode('utf-8'))} bytes; the text context holds at most "
+                             f"text.max_len={config.text.max_len}")
+        return np.repeat(tokenize([prompt], config.text.max_len), n, axis=0)
+    if label is None:
+        return None
+    k = classifier_config.classifier.num_classes if classifier_config is not None else config.model.num_classes
+    if not k:
+        raise ValueError("a label needs a class-conditional model (model.num_classes) or a guiding classifier")
+    if not -1 <= label < k:
+        raise ValueError(f"label={label}; allowed: 0..{k - 1}, or -1 for all classes in turn")
+    return np.arange(n) % k if label == -1 else np.full(n, label)
+
+
+def generate_sdedit(config, model, schedule, params, x_init, *, t_start: float, sampler: str, num_steps: int,
+                    seed: int = 0, clip_x0: float | None = None, batch_size: int = 500, **options) -> np.ndarray:
+    """SDEdit / img2img (:func:`jaxdiff.imputation.sdedit`) of images ``x_init [N, ...]`` in [-1, 1]: noised to
+    ``t_start`` and sampled down the rest of the ``num_steps`` grid, in batches of one compiled call."""
+    from jaxdiff.imputation import sdedit
+
+    x_init = np.asarray(x_init, np.float32)
+    clip = config.sample.clip_x0 if clip_x0 is None else clip_x0
+    batch_size = min(batch_size, len(x_init))
+    key = ("sdedit", _settings_key(config, sampler, num_steps, batch_size, clip, None, options), float(t_start))
+    if key not in _COMPILED:
+        @jax.jit
+        def run(params, x, key):
+            mf = model_fn_for(model, params)
+            if clip:
+                mf = clip_x0_model_fn(mf, schedule, config.diffusion.prediction, clip)
+            return sdedit(mf, schedule, x, key, t_start=t_start, sampler=sampler, num_steps=num_steps,
+                          prediction=config.diffusion.prediction, **options)
+
+        _COMPILED[key] = run
+    out = []
+    for i in range(0, len(x_init), batch_size):
+        idx = np.arange(i, i + batch_size) % len(x_init)  # pad the last batch by repetition
+        x = _COMPILED[key](params, jnp.asarray(x_init[idx]), jax.random.fold_in(run_key(seed, Stream.SAMPLE), i))
+        out.append(np.asarray(x)[: len(x_init) - i])
     return np.concatenate(out)
