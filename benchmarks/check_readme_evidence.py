@@ -91,7 +91,7 @@ def check(readme: str) -> list[str]:
             body = open(path, errors="replace").read()
             stamp += body
             values += [float(x) for x in FILE_NUM.findall(body)]
-        if values and not (re.search(r"\d{4}-\d{2}-\d{2}", stamp) and re.search(r"jax", stamp, re.I)):
+        if values and not (re.search(r"\d{4}-\d{2}-\d{2}", stamp) and re.search(r"jax[ =]v?\d", stamp)):
             problems.append(f"[{heading}] cited files {files} carry no date (YYYY-MM-DD) or jax version")
         skip_cols = {k for k, h in enumerate(header) if "published" in h.lower()}
         for row in rows:
