@@ -160,3 +160,23 @@ def test_ddpm_algorithm1_mean_shift_targets_component(x64):
     x = run(x_T, jax.random.key(6))
     np.testing.assert_allclose(x.mean(0), gmm.means[1], atol=0.05)
     np.testing.assert_allclose(x.std(0), gmm.stds[1], rtol=0.1)
+
+
+def test_cfg_rescale_matches_its_formula(problem):
+    """Guidance rescale (Lin et al. 2023, eq. 15-16) at phi = 0.7, written out in numpy: x0 of the guided
+    prediction rescaled to the conditional x0's per-example std, blended by phi, and turned back into eps."""
+    gmm, sched, x, t, y = problem
+    m = conditional_model(gmm, sched)
+    phi, w = 0.7, 3.0
+    got = np.asarray(guidance.cfg(m, w, null_cond=jnp.array(K), rescale=phi, schedule=sched)(x, t, y))
+    x_, t_ = np.asarray(x), np.asarray(t)
+    a, s = np.asarray(sched.alpha(t_))[:, None], np.asarray(sched.sigma(t_))[:, None]
+    e_c = np.asarray(m(x, t, y))
+    e_u = np.asarray(m(x, t, jnp.full(x.shape[0], K)))
+    e_cfg = e_u + w * (e_c - e_u)
+    x0_cfg, x0_pos = (x_ - s * e_cfg) / a, (x_ - s * e_c) / a
+    x0_resc = x0_cfg * x0_pos.std(1, keepdims=True) / x0_cfg.std(1, keepdims=True)
+    x0 = phi * x0_resc + (1 - phi) * x0_cfg
+    want = (x_ - a * x0) / s
+    np.testing.assert_allclose(got, want, rtol=1e-8, atol=1e-10)
+    assert np.abs(want - e_cfg).max() > 1e-3  # the rescale really changes the guided prediction
