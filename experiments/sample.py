@@ -48,6 +48,9 @@ def main(argv):
     del argv
     config, model, schedule, params, step = restore_trained(FLAGS.workdir)
     sampler = FLAGS.sampler or config.sample.sampler
+    if FLAGS.num_steps is not None and FLAGS.num_steps < 1:
+        raise app.UsageError(f"--num_steps={FLAGS.num_steps}; allowed: an integer >= 1 (omit it for the config's "
+                             f"{config.sample.num_steps})")
     num_steps = FLAGS.num_steps or config.sample.num_steps
     n = FLAGS.num_samples or config.sample.num_samples
     stem = FLAGS.out or os.path.join(FLAGS.workdir, "samples", f"{sampler}_{num_steps}")

@@ -143,6 +143,9 @@ def test_classifier_guidance_pipeline(smoke, tmp_path):
 def test_guidance_errors(smoke):
     c, wd, _, _ = smoke
     config, model, schedule, params, _ = restore_trained(wd)
+    with pytest.raises(ValueError, match="guidance_scale=3.0 needs a condition"):  # nothing to guide towards
+        generate(config, model, schedule, params, sampler="ddim", num_steps=2, num_samples=2, batch_size=2,
+                 seed=0, guidance_scale=3.0)
     config.model.num_classes = 10  # pretend: a class-conditional model trained without condition dropout
     with pytest.raises(ValueError, match="condition dropout"):
         generate(config, model, schedule, params, sampler="ddim", num_steps=2, num_samples=2, batch_size=2,

@@ -89,6 +89,22 @@ def run(argv: list[str]):
     finally:
         sys.argv = saved
         fv.unparse_flags()
+        _free_compiled()
+
+
+def _free_compiled():
+    """Each command compiles its own programs; free them before the next (a whole README's worth of
+    trainings in one process would otherwise exhaust memory)."""
+    import gc
+
+    import jax
+
+    from jaxdiff.training import autoencoder, generate, latent
+
+    for mod in (autoencoder, generate, latent):
+        mod.clear_cache()
+    jax.clear_caches()
+    gc.collect()
 
 
 def test_the_readme_has_the_commands_this_file_runs():

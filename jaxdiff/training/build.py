@@ -177,6 +177,34 @@ def build_pipeline(config, split: str = "train", batch_size: int | None = None) 
     return pipeline_of(config, build_source(config, split), batch_size)
 
 
+def check_values(config):
+    """Values that cannot train are errors naming the field, before anything is built or written: a
+    non-finite or non-positive learning rate, step counts and intervals below 1, an unknown sampler."""
+    import math
+
+    from jaxdiff import samplers
+
+    o, t, s = config.optim, config.train, config.sample
+    if not (isinstance(o.learning_rate, (int, float)) and math.isfinite(o.learning_rate) and o.learning_rate > 0):
+        raise ValueError(f"optim.learning_rate={o.learning_rate} cannot train; allowed: a finite number > 0")
+    for name, v, low in (("optim.batch_size", o.batch_size, 1), ("optim.warmup_steps", o.warmup_steps, 0),
+                         ("optim.decay_steps", o.decay_steps, 0), ("train.num_steps", t.num_steps, 1),
+                         ("train.log_every", t.log_every, 1), ("train.sample_every", t.sample_every, 1),
+                         ("train.checkpoint_every", t.checkpoint_every, 1),
+                         ("train.keep_checkpoints", t.keep_checkpoints, 1), ("train.num_grid_samples",
+                                                                            t.num_grid_samples, 0),
+                         ("sample.num_steps", s.num_steps, 1), ("sample.batch_size", s.batch_size, 1)):
+        if not isinstance(v, int) or v < low:
+            raise ValueError(f"{name}={v!r}; allowed: an integer >= {low}")
+    for name, v in (("optim.grad_clip", o.grad_clip), ("optim.weight_decay", o.weight_decay)):
+        if not (math.isfinite(v) and v >= 0):
+            raise ValueError(f"{name}={v}; allowed: a finite number >= 0")
+    if not 0.0 <= o.ema_decay <= 1.0:
+        raise ValueError(f"optim.ema_decay={o.ema_decay}; allowed: 0 <= ema_decay <= 1")
+    if config.task == "diffusion":
+        samplers.get_sampler(s.sampler)  # unknown: ValueError naming the allowed samplers
+
+
 def check_batch(config, global_batch: int | None = None):
     """The global batch must split evenly over all devices of all processes."""
     n = jax.local_device_count() * jax.process_count()

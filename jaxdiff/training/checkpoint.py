@@ -30,13 +30,28 @@ def _flat_shapes(tree) -> dict[str, tuple]:
     return {jax.tree_util.keystr(p): tuple(np.shape(v)) for p, v in flat}
 
 
+def check_writable(directory: str):
+    """An error in seconds, naming the directory, when checkpoints could not be written there (instead of
+    a failed save and an Orbax timeout after training)."""
+    import tempfile
+
+    try:
+        with tempfile.NamedTemporaryFile(dir=directory, prefix=".write_check_"):
+            pass
+    except OSError as e:
+        raise PermissionError(f"cannot write checkpoints into {directory} ({e}); make it writable or use another "
+                              "--workdir") from None
+
+
 class Checkpointer:
     """A thin layer over ``ocp.CheckpointManager`` holding a TrainState and a JSON metadata dict."""
 
     def __init__(self, directory: str, *, save_every: int = 1000, keep: int = 3, async_save: bool = True):
         self.directory = os.path.abspath(directory)
         os.makedirs(self.directory, exist_ok=True)
+        check_writable(self.directory)
         self.save_every = save_every
+        self.unreadable: set[int] = set()  # steps found unreadable by restore: replaced when saved again
         options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True,
                                                enable_async_checkpointing=async_save)
         self.manager = ocp.CheckpointManager(self.directory, options=options)
@@ -58,7 +73,11 @@ class Checkpointer:
         if not force and step % self.save_every:
             return False
         if step in self.manager.all_steps():
-            return False
+            if step not in self.unreadable:
+                return False
+            log.warning("replacing the unreadable checkpoint %d in %s", step, self.directory)
+            self.manager.delete(step)
+            self.unreadable.discard(step)
         sharded = any(isinstance(x, jax.Array) and not x.is_fully_addressable
                       for x in jax.tree_util.tree_leaves(state))
         # Sharded global arrays are written by all processes together (each its own shards); one-host
@@ -87,6 +106,7 @@ class Checkpointer:
             except Exception as e:  # an unreadable checkpoint: fall back to the previous one
                 log.warning("checkpoint %d in %s is unreadable (%s); trying the previous one", s,
                             self.directory, e)
+                self.unreadable.add(s)
                 errors.append(e)
                 continue
             self._check_shapes(target, restored["state"], s)

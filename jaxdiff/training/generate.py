@@ -104,6 +104,9 @@ def generate(config, model, schedule, params, *, sampler: str, num_steps: int, n
     ``ode`` sampler, ``stats`` (a dict, if given) receives ``nfe``: the largest count over the batches."""
     batch_size = min(batch_size, num_samples)
     text_on = text_enabled(config)
+    if labels is None and guidance_scale != 1.0:
+        raise ValueError(f"guidance_scale={guidance_scale} needs a condition to guide towards (labels, a class "
+                         "label or a prompt); without one only guidance_scale=1 is allowed")
     cfg_path = labels is not None and classifier_fn is None and (text_on or config.model.num_classes)
     if cfg_path and guidance_scale != 1.0 and not config.diffusion.p_uncond:
         raise ValueError(f"guidance_scale={guidance_scale} needs a model trained with condition dropout "

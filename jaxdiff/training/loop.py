@@ -16,12 +16,12 @@ import numpy as np
 from jaxdiff.outputs import make_grid, save_grid
 from jaxdiff.rng import Stream, run_key
 from jaxdiff.training import parallel, writers
-from jaxdiff.training.build import build_optimizer, check_batch, check_steps_per_jit, parallel_mode
+from jaxdiff.training.build import build_optimizer, check_batch, check_steps_per_jit, check_values, parallel_mode
 from jaxdiff.training.checkpoint import Checkpointer
 from jaxdiff.training.schema import check_config
 from jaxdiff.training.step import make_train_step
 from jaxdiff.training.tasks import get_task, state_template
-from jaxdiff.training.workdir import check_workdir, checkpoint_dir
+from jaxdiff.training.workdir import WorkdirLock, check_workdir, checkpoint_dir
 
 log = logging.getLogger("jaxdiff.train")
 
@@ -75,9 +75,8 @@ class Runner:
 
 def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
     """Train per ``config`` in ``workdir`` (resuming from its latest checkpoint); returns final metrics."""
-    from tqdm import tqdm
-
     check_config(config)  # every check before the workdir is touched and before anything compiles
+    check_values(config)
     task = get_task(config)
     k = check_steps_per_jit(config)
     check_batch(config)
@@ -85,7 +84,18 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
     model = task.model(config)
     pipeline = task.data(config)
     task.check_input(config, model, pipeline.batch(0)["x"].shape)
-    check_workdir(config, workdir)
+    lock = WorkdirLock(workdir) if jax.process_index() == 0 else None  # one trainer per workdir
+    try:
+        check_workdir(config, workdir)
+        return _train(config, workdir, task, model, pipeline, k, mode)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _train(config, workdir, task, model, pipeline, k, mode):
+    from tqdm import tqdm
+
     prepare = task.prepare(config)
 
     tx = build_optimizer(config)
@@ -141,6 +151,10 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
     bar.close()
     ckpt.close()
     writer.close()
+    metrics["skipped_total"] = int(jax.device_get(runner.host(state).skipped))
+    if metrics["skipped_total"]:
+        log.warning("%d of %d steps were skipped for a non-finite loss, gradient or update",
+                    metrics["skipped_total"], step)
     metrics["step"] = step
     metrics["history"] = history  # (step, loss) at every log step of this call
     return metrics

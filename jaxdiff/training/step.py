@@ -21,6 +21,13 @@ def example_keys(key, step, index):
     return jax.vmap(lambda i: jax.random.fold_in(k, i))(index)
 
 
+def all_finite(tree) -> jax.Array:
+    """True when every floating-point leaf of ``tree`` is finite."""
+    leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree_util.tree_leaves(tree)
+              if jnp.issubdtype(jnp.asarray(x).dtype, jnp.inexact)]
+    return jnp.all(jnp.stack(leaves)) if leaves else jnp.asarray(True)
+
+
 def ema_decay_at(step, decay: float, warmup: bool = True):
     """EMA decay with warm-up: min(decay, (1 + step) / (10 + step)) (as in TF's ExponentialMovingAverage
     with num_updates), so early EMA params follow the model."""
@@ -65,10 +72,11 @@ def make_train_step(loss_fn: Callable, tx: optax.GradientTransformation, *, ema_
             loss, grads = jax.lax.pmean((loss, grads), axis_name)
         grad_norm = optax.tree.norm(grads)
         finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
-        # A non-finite loss or gradient must never reach the params or the optimizer state.
+        # A non-finite loss, gradient or update must never reach the params or the optimizer state.
         safe_grads = jax.tree_util.tree_map(lambda g: jnp.where(finite, g, 0.0), grads)
         updates, new_opt = tx.update(safe_grads, state.opt_state, state.params)
         new_params = optax.apply_updates(state.params, updates)
+        finite = finite & all_finite(new_params) & all_finite(new_opt)
         decay = ema_decay_at(state.step, ema_decay, ema_warmup)
         new_ema = jax.tree_util.tree_map(lambda e, p: decay * e + (1 - decay) * p, state.ema_params,
                                          new_params)

@@ -77,3 +77,35 @@ def restore_state(workdir: str, template, step: int | None = None):
         return ckpt.restore(template, step)
     finally:
         ckpt.close()
+
+
+class WorkdirLock:
+    """An exclusive lock on a workdir (``workdir/.lock``, ``fcntl.flock``) held by one training process: a
+    second trainer on the same workdir is refused with the holder's PID. In a multi-process run process 0
+    holds it. Released by ``release()`` or when the process ends (the OS drops flock locks)."""
+
+    def __init__(self, workdir: str):
+        import fcntl
+
+        os.makedirs(workdir, exist_ok=True)
+        self.path = os.path.join(workdir, ".lock")
+        self._f = open(self.path, "a+")
+        try:
+            fcntl.flock(self._f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            self._f.seek(0)
+            holder = self._f.read().strip() or "unknown"
+            self._f.close()
+            raise RuntimeError(f"workdir {workdir} is in use by another trainer (PID {holder}); wait for it to "
+                               "finish or use another --workdir") from None
+        self._f.seek(0)
+        self._f.truncate()
+        self._f.write(str(os.getpid()))
+        self._f.flush()
+
+    def release(self):
+        import fcntl
+
+        if not self._f.closed:
+            fcntl.flock(self._f, fcntl.LOCK_UN)
+            self._f.close()
