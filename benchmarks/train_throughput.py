@@ -35,13 +35,14 @@ def bench_jax(batch, steps, dtype="float32", flops=False):
     from jaxdiff import losses, schedules
     from jaxdiff.models import UNet, count_params, ddpm_cifar10_config
     from jaxdiff.training import create_train_state, make_optimizer, make_train_step
+    from jaxdiff.training.build import model_fn_for
 
     model = UNet(ddpm_cifar10_config(dropout=0.1, dtype=dtype))
     params = model.init(jax.random.PRNGKey(0), jnp.zeros((1, 32, 32, 3)), jnp.zeros((1,)))["params"]
     sched = schedules.get_schedule("linear")
 
-    def apply_fn(p, x, t, cond, key):
-        return model.apply({"params": p}, x, t, cond, train=True, rngs={"dropout": key})
+    def apply_fn(p, x, t, cond, keys):  # per-example dropout keys, as the training loop applies the network
+        return model_fn_for(model, p, train=True, dropout_keys=keys)(x, t, cond)
 
     tx = make_optimizer(2e-4, 5000)
     step = jax.jit(make_train_step(losses.make_loss(apply_fn, sched), tx), donate_argnums=(0,))
@@ -50,6 +51,10 @@ def bench_jax(batch, steps, dtype="float32", flops=False):
          "index": jnp.arange(batch)}
     t0 = time.perf_counter()
     lowered = step.lower(state, b)
+    if flops == "only":  # XLA's count on the lowered (pre-optimisation) HLO: device-independent
+        cost = lowered.cost_analysis()
+        cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+        return count_params(params), float(cost.get("flops", float("nan")))
     compiled = lowered.compile()
     state, m = compiled(state, b)
     jax.block_until_ready(m)
@@ -150,6 +155,34 @@ def device_report(batch, steps):
     print("anchor: DDPM (Ho et al. 2020) trained this network at 21 steps/s, batch 128, on a TPU v3-8")
 
 
+def flop_report(batch=128, h200_file=os.path.join(os.path.dirname(__file__), "results", "train_throughput_h200.txt")):
+    """FLOPs of the whole train step (forward, backward, AdamW, EMA) counted by XLA on the lowered HLO, which
+    does not depend on the device (after GPU backend passes, cuDNN convolutions are custom calls that count
+    nothing); XLA counts a multiply-add as 2 FLOPs. MFU is derived from these counts and the steps/s recorded
+    on the H200 (``train_throughput_h200.txt``), against the dense peak of the compute dtype."""
+    import re
+    import sys
+
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from stamp import stamp_line
+
+    print(stamp_line("python benchmarks/train_throughput.py --flops > benchmarks/results/train_flops.md") + "\n")
+    recorded = {}
+    for line in open(h200_file):
+        m = re.match(r"\| jaxdiff \| (float32|bfloat16) \| [\d.]+ \| ([\d.]+) \|", line)
+        if m:
+            recorded[m.group(1)] = float(m.group(2))
+    print(f"DDPM CIFAR-10 U-Net train step at batch {batch}; FLOPs from the lowered HLO (multiply-add = 2 FLOPs)")
+    print("| compute | params | TFLOP / step | GFLOP / image | H200 steps/s (recorded) | TFLOP/s | MFU (dense peak) |")
+    print("|---|---|---|---|---|---|---|")
+    for dtype in ("float32", "bfloat16"):
+        n, fl = bench_jax(batch, 0, dtype, flops="only")
+        sps = recorded.get(dtype, float("nan"))
+        peak = peak_tflops("H200", dtype)
+        print(f"| {dtype} | {n:,} | {fl / 1e12:.3f} | {fl / batch / 1e9:.1f} | {sps} | {fl * sps / 1e12:.1f} | "
+              f"{100 * fl * sps / 1e12 / peak:.1f}% of {peak} |")
+
+
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("--batch", type=int, default=8)
@@ -157,9 +190,13 @@ def main():
     p.add_argument("--bf16", action="store_true", help="also time bfloat16 compute (accelerators)")
     p.add_argument("--xla_flags", default="", help="XLA_FLAGS for the jax run, e.g. "
                    "--xla_cpu_experimental_onednn_custom_call=true (oneDNN convolutions on CPU)")
+    p.add_argument("--flops", action="store_true", help="FLOPs of the step on the lowered HLO and the MFU derived "
+                   "from the recorded H200 steps/s (no device needed)")
     p.add_argument("--device_report", action="store_true", help="accelerator figures at batch 128 (--batch "
                    "overrides): steps/s in float32 and bfloat16, FLOPs, MFU, PyTorch on CUDA beside it")
     a = p.parse_args()
+    if a.flops:
+        return flop_report(a.batch if a.batch != 8 else 128)
     if a.device_report:
         return device_report(a.batch if a.batch != 8 else 128, a.steps if a.steps != 5 else 20)
     if a.xla_flags:  # before jax is imported (bench_jax imports it)
