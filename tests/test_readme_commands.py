@@ -51,7 +51,7 @@ def smoke_argv(cmd: str, tmp: str, data_dir: str) -> list[list[str]] | None:
     for i, w in enumerate(args):
         prev = args[i - 1] if i else ""
         if prev == "--config" and w.endswith(".py"):
-            w += ":smoke"
+            w = os.path.join(ROOT, w) + ":smoke"
         elif prev in ("--workdir", "--classifier_workdir") or w.startswith("runs/"):
             w = os.path.join(tmp, w)
         elif w in PLACEHOLDERS:
@@ -138,7 +138,8 @@ def test_default_readme_commands(needle, tmp, data_dir):
 
 
 @pytest.mark.slow
-def test_every_readme_command(tmp_path, data_dir):
+def test_every_readme_command(tmp_path, data_dir, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # configs name workdirs relatively (latent.autoencoder = "runs/digits32_ae")
     done = []
     for cmd in readme_commands():
         argvs = smoke_argv(cmd, str(tmp_path), data_dir)
