@@ -167,12 +167,18 @@ def generate_imputed(config, model, schedule, params, x_known, mask, *, sampler:
     run = _COMPILED[key]
     mask = jnp.asarray(mask, jnp.float32)
 
+    return _in_batches(x_known, batch_size, seed, lambda x, idx, key: run(
+        params, x, mask, None if labels is None else jnp.asarray(np.asarray(labels)[idx], jnp.int32), key))
+
+
+def _in_batches(xs, batch_size: int, seed: int, fn):
+    """``fn(x_batch, idx, key)`` over ``xs`` in batches of one compiled shape (the last padded by repetition),
+    each batch's key from the SAMPLE stream and its offset; the results concatenated, padding dropped."""
     out = []
-    for i in range(0, len(x_known), batch_size):
-        idx = np.arange(i, i + batch_size) % len(x_known)  # pad the last batch by repetition
-        y = None if labels is None else jnp.asarray(np.asarray(labels)[idx], jnp.int32)
-        x = run(params, jnp.asarray(x_known[idx]), mask, y, jax.random.fold_in(run_key(seed, Stream.SAMPLE), i))
-        out.append(np.asarray(x)[: len(x_known) - i])
+    for i in range(0, len(xs), batch_size):
+        idx = np.arange(i, i + batch_size) % len(xs)
+        x = fn(jnp.asarray(xs[idx]), idx, jax.random.fold_in(run_key(seed, Stream.SAMPLE), i))
+        out.append(np.asarray(x)[: len(xs) - i])
     return np.concatenate(out)
 
 
@@ -236,9 +242,5 @@ def generate_sdedit(config, model, schedule, params, x_init, *, t_start: float, 
                           prediction=config.diffusion.prediction, **options)
 
         _COMPILED[key] = run
-    out = []
-    for i in range(0, len(x_init), batch_size):
-        idx = np.arange(i, i + batch_size) % len(x_init)  # pad the last batch by repetition
-        x = _COMPILED[key](params, jnp.asarray(x_init[idx]), jax.random.fold_in(run_key(seed, Stream.SAMPLE), i))
-        out.append(np.asarray(x)[: len(x_init) - i])
-    return np.concatenate(out)
+    run = _COMPILED[key]
+    return _in_batches(x_init, batch_size, seed, lambda x, idx, k: run(params, x, k))
