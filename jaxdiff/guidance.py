@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxdiff.forward import bcast
-from jaxdiff.parameterization import check_prediction, from_x0_eps, to_x0_eps
+from jaxdiff.parameterization import check_prediction, from_x0_eps, rates_at, to_x0_eps
 from jaxdiff.schedules import Schedule
 
 
@@ -53,16 +53,17 @@ def cfg(model_fn: Callable, scale, *, null_cond: Any = None, rescale: float = 0.
         c, u = out[:B], out[B:]
         g = u + scale * (c - u)
         if rescale:
-            a, s = schedule.alpha(t), schedule.sigma(t)
+            r = rates_at(schedule, t, prediction)
+            a, s = r[0], r[1]
             C = x.shape[-1]
-            x0_g, _ = to_x0_eps(g[..., :C], prediction, x, a, s)
-            x0_c, _ = to_x0_eps(c[..., :C], prediction, x, a, s)
+            x0_g, _ = to_x0_eps(g[..., :C], prediction, x, *r)
+            x0_c, _ = to_x0_eps(c[..., :C], prediction, x, *r)
             axes = tuple(range(1, x.ndim))
             std = lambda v: jnp.std(v, axis=axes, keepdims=True)
             x0_r = x0_g * std(x0_c) / jnp.maximum(std(x0_g), 1e-12)
             x0 = rescale * x0_r + (1 - rescale) * x0_g
             eps = (x - bcast(a, x) * x0) / bcast(s, x)
-            g = g.at[..., :C].set(from_x0_eps(x0, eps, prediction, a, s))
+            g = g.at[..., :C].set(from_x0_eps(x0, eps, prediction, *r))
         if interval is not None:
             on = (t >= interval[0]) & (t <= interval[1])
             g = jnp.where(bcast(on, g), g, c)
@@ -105,12 +106,13 @@ def classifier_guidance(model_fn: Callable, classifier_fn: Callable, schedule: S
         t = jnp.broadcast_to(jnp.asarray(t, x.dtype), (x.shape[0],))
         out = model_fn(x, t, cond)
         C = x.shape[-1]
-        a, s = schedule.alpha(t), schedule.sigma(t)
-        x0, eps = to_x0_eps(out[..., :C], prediction, x, a, s)
+        r = rates_at(schedule, t, prediction)
+        a, s = r[0], r[1]
+        x0, eps = to_x0_eps(out[..., :C], prediction, x, *r)
         grad = classifier_log_prob_grad(classifier_fn, x, t, cond)
         eps = eps - bcast(s, x) * scale * grad
         x0 = (x - bcast(s, x) * eps) / bcast(a, x)
-        new = from_x0_eps(x0, eps, prediction, a, s)
+        new = from_x0_eps(x0, eps, prediction, *r)
         return jnp.concatenate([new, out[..., C:]], -1) if out.shape[-1] > C else new
 
     return guided

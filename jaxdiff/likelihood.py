@@ -12,6 +12,10 @@ schedule). Along the flow ``d log p(x_hat(u)) / du = -div v``, so
 with pi = N(0, (alpha_1^2 + sigma_1^2) I) the prior the samplers start from. The step-size controller
 sees only the x component: the divergence accumulator must not steer the steps, or a Hutchinson estimate
 (whose noise depends on the probe) would no longer be unbiased.
+
+On the flow interpolants (alpha_1 = 0, where x_hat is infinite) it integrates in t instead, with flow
+matching's field dx/dt = alpha' x0_hat + sigma' eps_hat: log p_{t_min}(x) = log N(x(1); 0, I) +
+int_{t_min}^1 div_x u dt.
 """
 
 from __future__ import annotations
@@ -23,12 +27,12 @@ import jax
 import jax.numpy as jnp
 
 from jaxdiff.forward import prior_kl, q_sample
-from jaxdiff.parameterization import to_x0_eps
+from jaxdiff.parameterization import to_x0_eps_at
 from jaxdiff.reverse import LN2, p_variance, vdm_decoder_nll, vlb_term
-from jaxdiff.samplers.adaptive import diffrax_solver, nfe_of, pf_ode_field
+from jaxdiff.samplers.adaptive import diffrax_solver, nfe_of, pf_ode_field, velocity_field
 from jaxdiff.samplers.common import check_inputs, denoiser, lam
 from jaxdiff.samplers.timegrids import default_t_min, zero_noise_at_zero
-from jaxdiff.schedules import DiscreteSchedule, Schedule
+from jaxdiff.schedules import DiscreteSchedule, Schedule, alpha_vanishes
 
 DIVERGENCES = ("hutchinson", "exact")
 PROBES = ("rademacher", "gaussian")
@@ -106,8 +110,13 @@ def ode_log_likelihood(model_fn: Callable, schedule: Schedule, x, key, *, predic
         raise ValueError(f"num_probes must be >= 1, got {num_probes}")
     dt = x.dtype
     t_lo, t_hi = jnp.asarray(t_min, dt), jnp.asarray(t_max, dt)
-    u0, u1 = -lam(schedule, t_lo), -lam(schedule, t_hi)
-    div_fn = divergence_fn(pf_ode_field(den, schedule), divergence, probe, num_probes)
+    a0, a1 = schedule.alpha(t_lo), schedule.alpha(t_hi)
+    if alpha_vanishes(schedule):  # in t with the velocity field: x itself, no alpha Jacobian
+        u0, u1, scale0, scale1 = t_lo, t_hi, 1.0, 1.0
+        div_fn = divergence_fn(velocity_field(den, schedule), divergence, probe, num_probes)
+    else:  # in u = log sigma_hat on x_hat = x / alpha
+        u0, u1, scale0, scale1 = -lam(schedule, t_lo), -lam(schedule, t_hi), a0, a1
+        div_fn = divergence_fn(pf_ode_field(den, schedule), divergence, probe, num_probes)
     if divergence == "exact":
         probes = jnp.zeros((1,) + x.shape, dt)  # unused
     elif key is None:
@@ -122,19 +131,18 @@ def ode_log_likelihood(model_fn: Callable, schedule: Schedule, x, key, *, predic
     def norm(err):  # step control on x only (see the module docstring)
         return jnp.sqrt(jnp.mean(err[0] ** 2))
 
-    a0, a1 = schedule.alpha(t_lo), schedule.alpha(t_hi)
     sol = diffrax.diffeqsolve(
         diffrax.ODETerm(rhs), ode_solver, t0=u0, t1=u1, dt0=(u1 - u0) / 32,
-        y0=(x / a0, jnp.zeros((x.shape[0],), dt)),
+        y0=(x / scale0, jnp.zeros((x.shape[0],), dt)),
         stepsize_controller=diffrax.PIDController(rtol=rtol, atol=atol, norm=norm),
         saveat=diffrax.SaveAt(t1=True), max_steps=max_steps)
     xh1, integral = sol.ys[0][-1], sol.ys[1][-1]
     D = x[0].size
-    z = xh1 * a1
+    z = xh1 * scale1
     std = jnp.sqrt(a1**2 + schedule.sigma(t_hi) ** 2)
     zf = z.reshape(z.shape[0], -1)
     prior_logp = -0.5 * jnp.sum((zf / std) ** 2, -1) - D * (jnp.log(std) + 0.5 * math.log(2 * math.pi))
-    delta = integral + D * (jnp.log(a1) - jnp.log(a0))
+    delta = integral + D * (jnp.log(scale1) - jnp.log(scale0))
     return {"logp": prior_logp + delta, "prior_logp": prior_logp, "delta_logp": delta, "z": z,
             "nfe": nfe_of(sol, solver)}
 
@@ -196,7 +204,7 @@ def full_vlb_bpd(model_fn: Callable, schedule: Schedule, x0, key, *, num_steps: 
         x_t = q_sample(schedule, x0, t, eps)
         out = model_fn(x_t, t, cond)
         pred, var_values = out[..., :C], (out[..., C:] if out.shape[-1] > C else None)
-        x0_hat, _ = to_x0_eps(pred, prediction, x_t, schedule.alpha(t), schedule.sigma(t))
+        x0_hat, _ = to_x0_eps_at(pred, prediction, x_t, schedule, t)
         log_var = p_variance(schedule, s, t, var_values, variance)
         term = vlb_term(schedule, x0, x_t, x0_hat, s, t, num_levels=num_levels, log_var=log_var,
                         decoder=jnp.logical_and(dec_first, i == 1))

@@ -19,14 +19,14 @@ import jax
 import jax.numpy as jnp
 
 from jaxdiff.forward import prior_kl, q_sample
-from jaxdiff.parameterization import check_prediction, from_x0_eps, to_x0_eps
+from jaxdiff.parameterization import check_prediction, from_x0_eps, rates_at, to_x0_eps
 from jaxdiff.reverse import LN2, VARIANCES, p_variance, vdm_decoder_nll, vlb_term
 from jaxdiff.rng import Stream, per_example_keys, stream
 from jaxdiff.schedules import DiscreteSchedule, Schedule
 
 WEIGHTINGS = ("uniform", "simple", "snr", "min_snr", "edm", "likelihood", "elbo")
 LOSS_TYPES = ("mse", "vlb", "hybrid")
-T_SAMPLINGS = ("uniform", "edm_lognormal", "importance")
+T_SAMPLINGS = ("uniform", "edm_lognormal", "importance", "logit_normal", "mode")
 
 
 def mean_flat(x):
@@ -55,6 +55,9 @@ class LossConfig:
     sigma_data: float = 0.5
     edm_p_mean: float = -1.2
     edm_p_std: float = 1.2
+    logit_normal_loc: float = 0.0
+    logit_normal_scale: float = 1.0
+    mode_scale: float = 1.29
     vlb_weight: float = 1e-3
     p_uncond: float = 0.0
     null_cond: Any = None
@@ -80,6 +83,13 @@ class LossConfig:
             raise ValueError("t_sampling='importance' samples continuous t with density proportional to the "
                              f"weighting; it needs a non-constant weighting (got {self.weighting!r}) and a "
                              "continuous schedule without num_steps")
+        if self.logit_normal_scale <= 0:
+            raise ValueError(f"logit_normal_scale must be > 0, got {self.logit_normal_scale}")
+        if not -1.0 <= self.mode_scale <= 2.0 / (jnp.pi - 2.0):
+            raise ValueError(f"mode_scale must lie in [-1, 2/(pi - 2)] = [-1, 1.752] (a monotone map), got "
+                             f"{self.mode_scale}")
+        if self.prediction == "velocity" and self.loss_type != "mse":
+            raise ValueError("prediction 'velocity' trains with loss_type 'mse' (the flow-matching loss)")
         if self.variance == "learned_range" and self.loss_type == "mse":
             raise ValueError("variance='learned_range' is trained by loss_type 'hybrid' or 'vlb'")
 
@@ -127,12 +137,26 @@ def eps_weight(cfg: LossConfig, schedule: Schedule, t):
     raise ValueError(f"unknown weighting {w!r}")
 
 
-def output_factor(prediction: str, alpha, sigma):
-    """``||d eps||^2 / ||d out||^2`` for a model output of kind ``prediction``."""
+def output_factor(prediction: str, alpha, sigma, dalpha=None, dsigma=None):
+    """``||d eps||^2 / ||d out||^2`` for a model output of kind ``prediction`` (at fixed x_t; ``velocity``:
+    du = (alpha sigma' - sigma alpha') / alpha d eps)."""
     return {"eps": lambda: jnp.ones_like(alpha),
             "x0": lambda: (alpha / sigma) ** 2,
             "v": lambda: (alpha / (alpha**2 + sigma**2)) ** 2,
-            "score": lambda: sigma**2}[prediction]()
+            "score": lambda: sigma**2,
+            "velocity": lambda: (alpha / (alpha * dsigma - sigma * dalpha)) ** 2}[prediction]()
+
+
+def logit_normal_times(u_normal, loc: float = 0.0, scale: float = 1.0):
+    """Esser et al. 2024 (SD3) eq. 19: t = sigmoid(loc + scale n), n ~ N(0, 1): density
+    pi(t) = 1 / (scale sqrt(2 pi)) 1 / (t (1 - t)) exp(-(logit(t) - loc)^2 / (2 scale^2))."""
+    return jax.nn.sigmoid(loc + scale * u_normal)
+
+
+def mode_times(u, scale: float = 1.29):
+    """Esser et al. 2024 (SD3) eq. 20, mode sampling with heavy tails: t = 1 - u - s (cos^2(pi u / 2) - 1 + u)
+    for u ~ U(0, 1); s = 0 is uniform, s > 0 favours mid-range t (monotone for -1 <= s <= 2 / (pi - 2))."""
+    return 1.0 - u - scale * (jnp.cos(0.5 * jnp.pi * u) ** 2 - 1.0 + u)
 
 
 class ImportanceSampler:
@@ -189,6 +213,14 @@ def sample_times(cfg: LossConfig, schedule: Schedule, keys, importance: Importan
     if cfg.t_sampling == "importance":
         t = importance.sample(u)
         return t, t, jnp.zeros_like(t, jnp.int32)
+    if cfg.t_sampling in ("logit_normal", "mode"):
+        if cfg.t_sampling == "mode":
+            t = mode_times(u, cfg.mode_scale)
+        else:
+            n = jax.vmap(lambda k: jax.random.normal(stream(k, Stream.TIME)))(keys)
+            t = logit_normal_times(n, cfg.logit_normal_loc, cfg.logit_normal_scale)
+        t = jnp.clip(t, cfg.t_min, 1.0 - cfg.t_min)
+        return t, t, jnp.zeros_like(t, jnp.int32)
     if cfg.t_sampling == "edm_lognormal":
         n = jax.vmap(lambda k: jax.random.normal(stream(k, Stream.TIME)))(keys)
         log_sigma = cfg.edm_p_mean + cfg.edm_p_std * n
@@ -210,7 +242,8 @@ def make_loss(apply_fn: Callable, schedule: Schedule, **options) -> Callable:
         ``DROPOUT`` stream of each example's key), so dropout does not depend on how a batch is split.
       schedule: any schedule.
       **options: fields of :class:`LossConfig`:
-        prediction: what the network outputs, ``eps | x0 | v | score``.
+        prediction: what the network outputs, ``eps | x0 | v | score | velocity`` (flow matching's
+          u = dx_t/dt; with ``weighting='uniform'`` the loss is the flow-matching velocity MSE).
         weighting: ``uniform`` (plain MSE of the output; L_simple for eps), ``simple`` (eps-MSE in any
           parameterization; sigma^2-weighted DSM), ``snr`` (x0-MSE), ``min_snr`` (Hang et al. 2023),
           ``edm`` (Karras et al. 2022), ``likelihood`` (g^2, Song et al. 2021b), ``elbo`` (VDM).
@@ -222,7 +255,9 @@ def make_loss(apply_fn: Callable, schedule: Schedule, **options) -> Callable:
         t_min: smallest t for continuous-time MSE training.
         t_sampling: ``uniform``, ``edm_lognormal`` (ln sigma ~ N(P_mean, P_std^2)) or ``importance`` (t with
           density proportional to the weighting, each example weighted by its integral; Song et al.
-          2021a's importance sampling for the likelihood weighting).
+          2021a's importance sampling for the likelihood weighting), ``logit_normal`` (t = sigmoid(loc +
+          scale n), SD3's default for flows; ``logit_normal_loc``, ``logit_normal_scale``) or ``mode``
+          (SD3's mode sampling, ``mode_scale``); both clipped to [t_min, 1 - t_min].
         dequantize: add uniform noise over each of the ``num_levels`` bins to x0 (train a continuous
           density for the probability-flow ODE likelihood of discrete data).
         p_uncond, null_cond: condition dropout for classifier-free guidance (the U-Net's null label is
@@ -248,7 +283,7 @@ def make_loss(apply_fn: Callable, schedule: Schedule, **options) -> Callable:
                                                                 -half, half))(keys, x0)
         t, s, step = sample_times(cfg, schedule, keys, importance)
         eps = jax.vmap(lambda k, x: jax.random.normal(stream(k, Stream.NOISE), x.shape, x.dtype))(keys, x0)
-        alpha, sigma = schedule.alpha(t), schedule.sigma(t)
+        rates = rates_at(schedule, t, cfg.prediction)  # (alpha, sigma[, alpha', sigma'])
         x_t = q_sample(schedule, x0, t, eps)
         cond = drop_condition(batch.get("cond"), keys, cfg.p_uncond, cfg.null_cond)
         out = apply_fn(params, x_t, t, cond, jax.vmap(lambda k: stream(k, Stream.DROPOUT))(keys))
@@ -256,20 +291,20 @@ def make_loss(apply_fn: Callable, schedule: Schedule, **options) -> Callable:
         metrics = {}
         loss = jnp.zeros((B,), x0.dtype)
         if cfg.loss_type in ("mse", "hybrid"):
-            target = from_x0_eps(x0, eps, cfg.prediction, alpha, sigma)
+            target = from_x0_eps(x0, eps, cfg.prediction, *rates)
             mse = mean_flat((pred - target) ** 2)
             if cfg.weighting == "uniform":
                 w = jnp.ones_like(t)
             elif importance is not None:  # w(t)/p(t) = the weighting's integral, times the output factor
                 w = importance.ratio(lambda t: eps_weight(cfg, schedule, t), t) \
-                    * output_factor(cfg.prediction, alpha, sigma)
+                    * output_factor(cfg.prediction, *rates)
             else:
-                w = eps_weight(cfg, schedule, t) * output_factor(cfg.prediction, alpha, sigma)
+                w = eps_weight(cfg, schedule, t) * output_factor(cfg.prediction, *rates)
             loss = loss + w * mse
             metrics["mse"] = mse
         if cfg.loss_type in ("vlb", "hybrid"):
             mean_pred = jax.lax.stop_gradient(pred) if cfg.loss_type == "hybrid" else pred
-            x0_hat, _ = to_x0_eps(mean_pred, cfg.prediction, x_t, alpha, sigma)
+            x0_hat, _ = to_x0_eps(mean_pred, cfg.prediction, x_t, *rates)
             log_var = p_variance(schedule, s, t, var_values, cfg.variance)
             decoder = schedule.sigma(s) <= 0
             term = vlb_term(schedule, x0, x_t, x0_hat, s, t, num_levels=cfg.num_levels,

@@ -1,10 +1,17 @@
-"""Conversions between the eps, x0, v and score parameterizations, and EDM preconditioning.
+"""Conversions between the eps, x0, v, score and velocity parameterizations, and EDM preconditioning.
 
 With ``x_t = alpha x0 + sigma eps``:
   eps   = (x_t - alpha x0) / sigma                       x0 = (x_t - sigma eps) / alpha
   v     = alpha eps - sigma x0  (Salimans & Ho 2022)     score = grad log p(x_t) = -eps / sigma
 For non-VP schedules v keeps that definition and x0 = (alpha x_t - sigma v) / (alpha^2 + sigma^2),
 eps = (sigma x_t + alpha v) / (alpha^2 + sigma^2), so v stays finite where alpha = 0 (zero terminal SNR).
+
+``velocity`` is flow matching's u = dx_t/dt = alpha' x0 + sigma' eps (u = eps - x0 on the linear path;
+Lipman et al. 2023, Liu et al. 2023, SiT). Its conversions need the schedule's time derivatives, so they
+take ``rates = (alpha, sigma, alpha', sigma')`` from ``schedule.rates(t)`` (the helpers ``*_at`` take the
+schedule and t): with D = alpha sigma' - sigma alpha' (= 1 on the linear path),
+  x0 = (sigma' x_t - sigma u) / D,    eps = (alpha u - alpha' x_t) / D,
+finite at both ends of a flow path (D > 0 there), so a velocity model samples from t = 1 exactly.
 """
 
 from __future__ import annotations
@@ -16,7 +23,7 @@ import jax.numpy as jnp
 from jaxdiff.forward import bcast
 from jaxdiff.schedules import Schedule
 
-PREDICTIONS = ("eps", "x0", "v", "score")
+PREDICTIONS = ("eps", "x0", "v", "score", "velocity")
 
 
 def check_prediction(prediction: str) -> str:
@@ -25,14 +32,26 @@ def check_prediction(prediction: str) -> str:
     return prediction
 
 
-def to_x0_eps(pred, prediction: str, x_t, alpha, sigma):
+def _derivatives(prediction, dalpha, dsigma):
+    if prediction == "velocity" and (dalpha is None or dsigma is None):
+        raise ValueError("prediction 'velocity' needs the schedule's time derivatives: pass dalpha and dsigma "
+                         "(schedule.rates(t)) or use the *_at helpers with the schedule and t")
+
+
+def to_x0_eps(pred, prediction: str, x_t, alpha, sigma, dalpha=None, dsigma=None):
     """Convert a model output of kind ``prediction`` to ``(x0_hat, eps_hat)``.
 
     Args:
-      pred, x_t: ``[B, ...]``; alpha, sigma: ``[B]`` or scalars.
+      pred, x_t: ``[B, ...]``; alpha, sigma (and for ``velocity`` their time derivatives dalpha, dsigma):
+        ``[B]`` or scalars.
     """
     check_prediction(prediction)
+    _derivatives(prediction, dalpha, dsigma)
     a, s = bcast(alpha, x_t), bcast(sigma, x_t)
+    if prediction == "velocity":
+        da, ds = bcast(dalpha, x_t), bcast(dsigma, x_t)
+        det = a * ds - s * da
+        return (ds * x_t - s * pred) / det, (a * pred - da * x_t) / det
     if prediction == "eps":
         eps = pred
         x0 = (x_t - s * eps) / a
@@ -49,22 +68,42 @@ def to_x0_eps(pred, prediction: str, x_t, alpha, sigma):
     return x0, eps
 
 
-def from_x0_eps(x0, eps, prediction: str, alpha, sigma):
+def from_x0_eps(x0, eps, prediction: str, alpha, sigma, dalpha=None, dsigma=None):
     """The target of kind ``prediction`` given the true ``x0`` and ``eps``."""
     check_prediction(prediction)
+    _derivatives(prediction, dalpha, dsigma)
     ref = eps if x0 is None else x0
     a, s = bcast(alpha, ref), bcast(sigma, ref)
     return {"eps": lambda: eps, "x0": lambda: x0, "v": lambda: a * eps - s * x0,
-            "score": lambda: -eps / s}[prediction]()
+            "score": lambda: -eps / s,
+            "velocity": lambda: bcast(dalpha, ref) * x0 + bcast(dsigma, ref) * eps}[prediction]()
 
 
-def convert(pred, src: str, dst: str, x_t, alpha, sigma):
-    """Convert a prediction of kind ``src`` into kind ``dst`` at ``(x_t, alpha, sigma)``."""
+def convert(pred, src: str, dst: str, x_t, alpha, sigma, dalpha=None, dsigma=None):
+    """Convert a prediction of kind ``src`` into kind ``dst`` at ``(x_t, alpha, sigma)`` (and the derivatives
+    for ``velocity``)."""
     if src == dst:
         check_prediction(src)
         return pred
-    x0, eps = to_x0_eps(pred, src, x_t, alpha, sigma)
-    return from_x0_eps(x0, eps, dst, alpha, sigma)
+    x0, eps = to_x0_eps(pred, src, x_t, alpha, sigma, dalpha, dsigma)
+    return from_x0_eps(x0, eps, dst, alpha, sigma, dalpha, dsigma)
+
+
+def rates_at(schedule: Schedule, t, prediction: str):
+    """``(alpha, sigma, dalpha, dsigma)`` at t; the derivatives only where ``prediction`` needs them."""
+    if prediction == "velocity":
+        return schedule.rates(t)
+    return schedule.alpha(t), schedule.sigma(t), None, None
+
+
+def to_x0_eps_at(pred, prediction: str, x_t, schedule: Schedule, t):
+    """:func:`to_x0_eps` at time ``t`` of ``schedule``."""
+    return to_x0_eps(pred, prediction, x_t, *rates_at(schedule, t, prediction))
+
+
+def from_x0_eps_at(x0, eps, prediction: str, schedule: Schedule, t):
+    """:func:`from_x0_eps` at time ``t`` of ``schedule``."""
+    return from_x0_eps(x0, eps, prediction, *rates_at(schedule, t, prediction))
 
 
 def x0_eps_fn(model_fn: Callable, schedule: Schedule, prediction: str = "eps") -> Callable:
@@ -77,7 +116,7 @@ def x0_eps_fn(model_fn: Callable, schedule: Schedule, prediction: str = "eps") -
     def fn(x, t, cond=None):
         t = jnp.broadcast_to(jnp.asarray(t, x.dtype), (x.shape[0],))
         out = model_fn(x, t, cond)[..., : x.shape[-1]]
-        return to_x0_eps(out, prediction, x, schedule.alpha(t), schedule.sigma(t))
+        return to_x0_eps_at(out, prediction, x, schedule, t)
 
     return fn
 
@@ -94,11 +133,11 @@ def clip_x0_model_fn(model_fn: Callable, schedule: Schedule, prediction: str = "
         out = model_fn(x, t, cond)
         C = x.shape[-1]
         t = jnp.broadcast_to(jnp.asarray(t, x.dtype), (x.shape[0],))
-        a, s = schedule.alpha(t), schedule.sigma(t)
-        x0, _ = to_x0_eps(out[..., :C], prediction, x, a, s)
+        r = rates_at(schedule, t, prediction)
+        x0, eps = to_x0_eps(out[..., :C], prediction, x, *r)
         x0 = jnp.clip(x0, -clip, clip)
-        eps = (x - bcast(a, x) * x0) / bcast(s, x)
-        new = from_x0_eps(x0, eps, prediction, a, s)
+        eps = jnp.where(bcast(r[1] > 0, x), (x - bcast(r[0], x) * x0) / bcast(r[1], x), eps)
+        new = from_x0_eps(x0, eps, prediction, *r)
         return jnp.concatenate([new, out[..., C:]], -1) if out.shape[-1] > C else new
 
     return fn

@@ -9,6 +9,9 @@ through ``jax.jit`` as data, so changing its numbers never recompiles.
   (``alpha_bar_0 = 1``) and interpolated linearly in ``log alpha_bar`` between grid points.
 * Continuous schedules: VP (linear beta, Song et al. 2021), sub-VP, VE (geometric sigma), EDM
   (Karras et al. 2022, sigma(t) on the rho-warped grid) and logSNR-linear (VDM).
+* Interpolants of flow matching: the linear path alpha = 1 - t, sigma = t (Lipman et al. 2023; Liu et al.
+  2023's rectified flow) and SiT's GVP path alpha = cos(pi t / 2), sigma = sin(pi t / 2) (Ma et al. 2024).
+  They reach alpha = 0 at t = 1 (logsnr = -inf, the prior is exactly N(0, I)) and sigma = 0 at t = 0.
 
 Each exposes the SDE ``dx = f(t) x dt + g(t) dW`` of its marginals: ``f = d log(alpha)/dt`` and
 ``g^2 = d(sigma^2)/dt - 2 f sigma^2`` (Kingma et al. 2021, appendix; Song et al. 2021 eq. 5), computed
@@ -106,6 +109,14 @@ class Schedule:
     def dlogsnr_dt(self, t: Array) -> Array:
         t = _asarray(t)
         return jax.jvp(self.logsnr, (t,), (jnp.ones_like(t),))[1]
+
+    def rates(self, t: Array) -> tuple[Array, Array, Array, Array]:
+        """``(alpha_t, sigma_t, d alpha/dt, d sigma/dt)``, the derivatives by ``jax.jvp`` on the schedule itself
+        (the velocity parameterization of flow matching needs them)."""
+        t = _asarray(t)
+        a, da = jax.jvp(self.alpha, (t,), (jnp.ones_like(t),))
+        s, ds = jax.jvp(self.sigma, (t,), (jnp.ones_like(t),))
+        return a, s, da, ds
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -389,6 +400,62 @@ class CosineSchedule(Schedule):
         return (u - t0) / (t1 - t0)
 
 
+@flax.struct.dataclass
+class LinearPathSchedule(Schedule):
+    """The linear interpolant of flow matching and rectified flow: x_t = (1 - t) x0 + t eps (Lipman et al.
+    2023; Liu et al. 2023). Not variance preserving; logsnr = 2 log((1 - t) / t), infinite at both ends."""
+
+    variance_preserving = False
+
+    def alpha(self, t):
+        return 1.0 - _asarray(t)
+
+    def sigma(self, t):
+        return _asarray(t)
+
+    def log_alpha2(self, t):
+        return 2 * jnp.log1p(-_asarray(t))
+
+    def log_sigma2(self, t):
+        return 2 * jnp.log(_asarray(t))
+
+    def logsnr(self, t):
+        t = _asarray(t)
+        return 2 * (jnp.log1p(-t) - jnp.log(t))
+
+    def t_from_logsnr(self, logsnr):
+        return jax.nn.sigmoid(-0.5 * _asarray(logsnr))
+
+
+@flax.struct.dataclass
+class GVPSchedule(Schedule):
+    """SiT's generalized variance-preserving interpolant (Ma et al. 2024): alpha = cos(pi t / 2), sigma =
+    sin(pi t / 2); the untruncated continuous cosine schedule, logsnr = -2 log tan(pi t / 2)."""
+
+    def alpha(self, t):  # cos(pi t / 2), written so that it is exactly 0 at t = 1 in floating point
+        return jnp.sin(0.5 * jnp.pi * (1.0 - _asarray(t)))
+
+    def sigma(self, t):
+        return jnp.sin(0.5 * jnp.pi * _asarray(t))
+
+    def log_alpha2(self, t):
+        return 2 * jnp.log(self.alpha(t))
+
+    def log_sigma2(self, t):
+        return 2 * jnp.log(self.sigma(t))
+
+    def logsnr(self, t):
+        return self.log_alpha2(t) - self.log_sigma2(t)
+
+    def t_from_logsnr(self, logsnr):
+        return jnp.arctan(jnp.exp(-0.5 * _asarray(logsnr))) * 2 / jnp.pi
+
+
+def alpha_vanishes(schedule: Schedule) -> bool:
+    """Whether alpha reaches 0 at t = 1 (the flow interpolants: lambda = -inf where sampling starts)."""
+    return isinstance(schedule, (LinearPathSchedule, GVPSchedule))
+
+
 # ---------------------------------------------------------------------------------------------------
 # By name
 # ---------------------------------------------------------------------------------------------------
@@ -413,6 +480,8 @@ SCHEDULES: dict[str, Callable[..., Schedule]] = {
     "edm": EDMSchedule,
     "logsnr_linear": LogSNRLinearSchedule,
     "cosine_continuous": CosineSchedule,
+    "flow_linear": LinearPathSchedule,
+    "flow_gvp": GVPSchedule,
 }
 
 

@@ -111,6 +111,7 @@ def test_batch_not_divisible_by_devices(tmp_path):
     import jax
 
     c = get_config("smoke")
+    c.parallel.mode = "pmap"
     c.optim.batch_size = jax.local_device_count() + 1
     with pytest.raises(ValueError, match=r"optim.batch_size=9 is not divisible by the 8 devices"):
         train_and_evaluate(c, str(tmp_path / "r"))
@@ -157,7 +158,7 @@ def test_guidance_errors(smoke):
 
 
 def test_text_conditioned_pipeline(smoke, tmp_path):
-    """digits_text smoke: captions -> tokens -> TextUNet under pmap (8 devices), then prompted CFG sampling."""
+    """digits_text smoke: captions -> tokens -> TextUNet trained, then prompted CFG sampling."""
     from experiments.configs.digits_text import get_config as text_config
     from jaxdiff.models.text import tokenize
 

@@ -55,6 +55,7 @@ def get_config(variant: str = ""):
         c.train.sample_every = 4
         c.train.num_grid_samples = 4
         c.sample.num_steps = 4
+        c.parallel.mode = "jit"
     elif variant:
         raise ValueError(f"unknown config variant {variant!r}; allowed: '', 'smoke'")
     return c

@@ -72,6 +72,7 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
         c.train.sample_every = 4
         c.train.checkpoint_every = 2
         c.train.num_grid_samples = 4
+        c.parallel.mode = "jit"  # one device: smoke runs test the code path, pmap / mesh have their own tests
     elif variant:
         raise ValueError(f"unknown config variant {variant!r}; allowed: '', 'smoke'")
     return c

@@ -92,6 +92,7 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
         c.eval.vlb_examples = 16
         c.eval.bootstrap = 10
         c.diffusion.num_steps = 50
+        c.parallel.mode = "jit"  # one device: smoke runs test the code path, pmap / mesh have their own tests
     elif variant:
         raise ValueError(f"unknown config variant {variant!r}; allowed: '', 'smoke'")
     return c

@@ -24,6 +24,7 @@ from jaxdiff.samplers.dpmpp import (
     sample_dpmpp_3m,
 )
 from jaxdiff.samplers.edm import sample_euler, sample_heun
+from jaxdiff.samplers.flow import sample_flow_sde
 from jaxdiff.samplers.sde import langevin_corrector, sample_annealed_langevin, sample_pc
 from jaxdiff.samplers.timegrids import SPACINGS, check_grid, default_t_min, karras_sigmas, time_grid
 from jaxdiff.samplers.unipc import sample_unipc, unipc_update
@@ -41,6 +42,7 @@ SAMPLERS = {
     "pc": sample_pc,
     "annealed_langevin": sample_annealed_langevin,
     "ode": sample_ode,
+    "flow_sde": sample_flow_sde,
 }
 # The spacing each sampler's grid takes by default (imputation and SDEdit build their grids with it).
 DEFAULT_SPACING = {"euler": "karras", "heun": "karras", "dpm_solver": "logsnr", "dpmpp_2m": "logsnr",

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import jax.numpy as jnp
 
+from jaxdiff.forward import bcast
 from jaxdiff.samplers.common import check_inputs, denoiser, lam
 from jaxdiff.samplers.timegrids import default_t_min
+from jaxdiff.schedules import alpha_vanishes
 
 ODE_SOLVERS = ("tsit5", "dopri5", "dopri8", "heun", "bosh3")
 STAGES = {"tsit5": 6, "dopri5": 6, "dopri8": 12, "heun": 2, "bosh3": 3}
@@ -34,6 +36,18 @@ def pf_ode_field(den, schedule):
     return field
 
 
+def velocity_field(den, schedule):
+    """The probability-flow ODE in t as flow matching writes it: dx/dt = alpha'(t) x0_hat + sigma'(t) eps_hat
+    (the flow interpolants, where x / alpha is infinite at t = 1)."""
+
+    def field(t, x):
+        _, _, da, ds = schedule.rates(t)
+        x0, eps = den(x, t)
+        return bcast(da, x) * x0 + bcast(ds, x) * eps
+
+    return field
+
+
 def nfe_of(sol, solver: str):
     """Model evaluations of a diffrax solve: stages x (accepted + rejected) steps (+1 for the first FSAL
     evaluation)."""
@@ -46,7 +60,8 @@ def sample_ode(model_fn, schedule, x_T, key, *, num_steps: int | None = None, ts
     """The probability-flow ODE (Song et al. 2021b eq. 13) solved adaptively by diffrax from t_max to t_min
     (or from ``ts[0]`` to ``ts[-1]``), integrated in u = log(sigma_hat) where it reads dx_hat/du = sigma_hat
     eps (x_hat = x / alpha): smooth for every schedule, tabulated ones included. ``rtol`` / ``atol`` replace
-    ``num_steps``. With ``return_nfe`` also returns the number of model evaluations."""
+    ``num_steps``. With ``return_nfe`` also returns the number of model evaluations. On the flow
+    interpolants (alpha = 0 at t = 1) it integrates dx/dt = alpha' x0_hat + sigma' eps_hat in t instead."""
     import diffrax
 
     ode_solver = diffrax_solver(solver)
@@ -55,6 +70,14 @@ def sample_ode(model_fn, schedule, x_T, key, *, num_steps: int | None = None, ts
     if ts is not None:
         t_max, t_min = ts[0], ts[-1]
     t_min = default_t_min(schedule) if t_min is None else t_min
+    if alpha_vanishes(schedule):
+        t0, t1 = jnp.asarray(t_max, x_T.dtype), jnp.asarray(t_min, x_T.dtype)
+        field = velocity_field(den, schedule)
+        sol = diffrax.diffeqsolve(
+            diffrax.ODETerm(lambda t, x, args: field(t, x)), ode_solver, t0=t0, t1=t1, dt0=(t1 - t0) / 32,
+            y0=x_T, stepsize_controller=diffrax.PIDController(rtol=rtol, atol=atol),
+            saveat=diffrax.SaveAt(t1=True), max_steps=max_steps)
+        return (sol.ys[-1], nfe_of(sol, solver)) if return_nfe else sol.ys[-1]
     u0 = -lam(schedule, jnp.asarray(t_max, x_T.dtype))
     u1 = -lam(schedule, jnp.asarray(t_min, x_T.dtype))
     field = pf_ode_field(den, schedule)

@@ -55,6 +55,15 @@ def prepare(model_fn, schedule, x_T, *, ts=None, num_steps=None, prediction="eps
                      sigma_max=sigma_max, min_steps=min_steps, dtype=x_T.dtype)
 
 
+def check_finite_start(schedule, ts, sampler: str):
+    """Samplers that step in x / alpha (EDM's Euler / Heun, the noise-prediction DPM-Solver) cannot start
+    where alpha = 0 (a flow path's t = 1); a named error before compiling (a traced grid is not checked)."""
+    if not isinstance(ts, jax.core.Tracer) and float(schedule.alpha(ts[0])) == 0.0:
+        raise ValueError(f"{sampler} steps in x / alpha, infinite at t = {float(ts[0]):g} where alpha = 0 (a flow "
+                         "path's start): pass t_max < 1 (or sigma_max for karras grids; EDM uses 80), or use "
+                         "ddim, dpmpp_2m, dpmpp_3m or unipc, which start there")
+
+
 def scan_steps(step: Callable, carry: Any, ts, return_trajectory: bool, start: int = 0):
     """Run ``carry = step(carry, t_cur, t_next, i)`` over consecutive grid pairs with ``lax.scan`` (``i``
     counts from ``start``: steps peeled off before the scan keep their indices).
@@ -75,9 +84,15 @@ def finish(x, traj, return_trajectory):
     return (x, traj) if return_trajectory else x
 
 
+LAM_MIN = -50.0  # stands for lambda = -inf (alpha = 0): e^-50 ~ 2e-22 is below float64's resolution of 1
+
+
 def lam(schedule, t):
-    """lambda_t = logsnr_t / 2 = log(alpha_t / sigma_t) (DPM-Solver's half log-SNR)."""
-    return 0.5 * schedule.logsnr(t)
+    """lambda_t = logsnr_t / 2 = log(alpha_t / sigma_t) (DPM-Solver's half log-SNR), floored at ``LAM_MIN``:
+    where alpha = 0 (a flow path's t = 1) every e^{-h} of a step from there is 0 in floating point, as it
+    is exactly, while step ratios and history terms stay finite (a multistep solver's term from such a
+    point gets weight ~ 1 / h -> 0 instead of inf / inf)."""
+    return jnp.maximum(0.5 * schedule.logsnr(t), LAM_MIN)
 
 
 def safe_where_zero(sigma_next, x0, x_update):

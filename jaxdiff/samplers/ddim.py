@@ -7,7 +7,7 @@ import jax.numpy as jnp
 
 from jaxdiff.forward import bcast, q_posterior_coefs
 from jaxdiff.guidance import classifier_log_prob_grad
-from jaxdiff.parameterization import to_x0_eps
+from jaxdiff.parameterization import to_x0_eps_at
 from jaxdiff.reverse import p_mean, p_variance
 from jaxdiff.samplers.common import finish, prepare, scan_steps, step_key
 
@@ -80,7 +80,7 @@ def sample_ddpm(model_fn, schedule, x_T, key, *, num_steps: int | None = None, t
         (x,) = carry
         tb = jnp.full((x.shape[0],), t, x.dtype)
         out = model_fn(x, tb, cond)  # the variance channels are read beside the prediction
-        x0, _ = to_x0_eps(out[..., :C], prediction, x, schedule.alpha(t), schedule.sigma(t))
+        x0, _ = to_x0_eps_at(out[..., :C], prediction, x, schedule, tb)
         mean = p_mean(schedule, x, x0, s, t)
         log_var = p_variance(schedule, jnp.full_like(tb, s), tb, out[..., C:] if out.shape[-1] > C else None,
                              variance)

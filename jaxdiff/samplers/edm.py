@@ -11,13 +11,14 @@ import jax
 import jax.numpy as jnp
 
 from jaxdiff.forward import bcast
-from jaxdiff.samplers.common import finish, prepare, scan_steps, step_key
+from jaxdiff.samplers.common import check_finite_start, finish, prepare, scan_steps, step_key
 
 
 def edm_sample(den, schedule, x_T, ts, key, *, second_order: bool, S_churn=0.0, S_min=0.0,
                S_max=float("inf"), S_noise=1.0, return_trajectory=False):
     """Algorithm 2 over the grid ``ts`` with the denoiser ``den``."""
     num_steps = ts.shape[0] - 1
+    check_finite_start(schedule, ts, "EDM's Euler / Heun sampler")
     sig_hat = lambda t: schedule.sigma(t) / schedule.alpha(t)
     D = lambda xh, t: den(bcast(schedule.alpha(t), xh) * xh, t)[0]  # denoiser on x_hat
 

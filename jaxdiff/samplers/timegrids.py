@@ -7,6 +7,13 @@
 
 When the grid must end where sigma = 0 (a discrete schedule, or the VP SDE, at t_min = 0), the spaced
 points end at the first positive level and a final 0 is appended, as k-diffusion appends sigma = 0.
+
+Flow interpolants (``flow_linear``, ``flow_gvp``) have lambda = -inf at t = 1 and +inf at t = 0. Uniform
+and quadratic grids run from 1 to 0 as they are (Euler on the linear path). The logsnr and karras spacings
+start with one step from t = 1 as long in t as a uniform grid's first step, space the rest in lambda (or
+sigma) from there down to t = 1e-3, and end with the step to 0 that returns x0_hat. The first step leaves
+lambda = -inf: the multistep solvers' first-order step there is exact DDIM (``common.lam`` floors lambda at
+-50, so the next step's history term gets weight ~ 1/h -> 0), and its error shrinks with the step count.
 """
 
 from __future__ import annotations
@@ -15,7 +22,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxdiff.schedules import DiscreteSchedule, Schedule, VPSchedule
+from jaxdiff.schedules import DiscreteSchedule, Schedule, VPSchedule, alpha_vanishes
 
 SPACINGS = ("uniform", "quadratic", "trailing", "leading", "logsnr", "karras")
 
@@ -77,12 +84,21 @@ def time_grid(schedule: Schedule, num_steps: int, spacing: str = "uniform", t_ma
             and t_min == 0.0:
         steps = discrete_steps(schedule.num_steps, num_steps, spacing)
         return jnp.asarray(np.append(steps / schedule.num_steps, 0.0), jnp.float32)
-    append_zero = t_min == 0.0 and zero_noise_at_zero(schedule)
+    flow_start = alpha_vanishes(schedule) and t_max == 1.0 and (spacing == "logsnr" or spacing == "karras"
+                                                                and sigma_max is None)
+    append_zero = t_min == 0.0 and (zero_noise_at_zero(schedule) or flow_start)
     n_pts = num_steps if append_zero else num_steps + 1
     if append_zero:
         t_min = 1.0 / schedule.num_steps if discrete else 1e-3
         if num_steps == 1:
             return jnp.asarray([t_max, 0.0], jnp.float32)
+    if flow_start:  # lambda(1) = -inf: one step as long as a uniform grid's, then the spacing from there
+        if n_pts == 2:
+            return jnp.asarray([t_max, t_min] + ([0.0] if append_zero else []), jnp.float32)
+        t_top = t_max - (t_max - t_min) / num_steps
+        rest = time_grid(schedule, n_pts - 2, spacing, t_top, t_min, sigma_max)
+        tail = [jnp.zeros(1, rest.dtype)] if append_zero else []
+        return jnp.concatenate([jnp.asarray([t_max], rest.dtype), rest] + tail)
     if spacing in ("uniform", "trailing", "leading"):
         ts = jnp.linspace(t_max, t_min, n_pts)
     elif spacing == "quadratic":

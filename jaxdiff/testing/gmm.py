@@ -65,7 +65,7 @@ class GaussianMixture:
 
     def model_fn(self, schedule: Schedule, prediction: str = "eps"):
         """An exact ``model_fn(x, t, cond=None)`` returning ``prediction`` under ``schedule``."""
-        from jaxdiff.parameterization import from_x0_eps
+        from jaxdiff.parameterization import from_x0_eps_at
 
         def fn(x, t, cond=None):
             alpha, sigma = schedule.alpha(t), schedule.sigma(t)
@@ -73,8 +73,8 @@ class GaussianMixture:
             eps = -bcast(sigma, x) * score
             if prediction == "score":
                 return score
-            x0 = self.x0_t(x, alpha, sigma) if prediction in ("x0", "v") else None
-            return from_x0_eps(x0, eps, prediction, alpha, sigma)
+            x0 = self.x0_t(x, alpha, sigma) if prediction in ("x0", "v", "velocity") else None
+            return from_x0_eps_at(x0, eps, prediction, schedule, t)
 
         return fn
 
@@ -133,7 +133,7 @@ class Gaussian:
         return lam, U, (U / (alpha**2 * lam + sigma**2)[..., None, :]) @ U.T
 
     def model_fn(self, schedule: Schedule, prediction: str = "eps"):
-        from jaxdiff.parameterization import from_x0_eps
+        from jaxdiff.parameterization import from_x0_eps_at
 
         def fn(x, t, cond=None):
             alpha, sigma = schedule.alpha(t), schedule.sigma(t)
@@ -148,7 +148,7 @@ class Gaussian:
             eps = (-s * score).reshape(x.shape)
             if prediction == "score":
                 return score.reshape(x.shape)
-            return from_x0_eps(x0.reshape(x.shape), eps, prediction, alpha, sigma)
+            return from_x0_eps_at(x0.reshape(x.shape), eps, prediction, schedule, t)
 
         return fn
 

@@ -129,7 +129,9 @@ def build_loss(config, model, schedule):
                             loss_type=d.loss_type, variance=d.variance,
                             num_levels=config.data.num_levels or 256,  # 0 = continuous data (MSE only)
                             num_steps=None if is_discrete(schedule) else (d.noise_levels or d.vlb_steps),
-                            t_min=d.t_min, t_sampling=d.t_sampling, dequantize=bool(config.data.dequantize),
+                            t_min=d.t_min, t_sampling=d.t_sampling, logit_normal_loc=d.logit_normal_loc,
+                            logit_normal_scale=d.logit_normal_scale, mode_scale=d.mode_scale,
+                            dequantize=bool(config.data.dequantize),
                             p_uncond=d.p_uncond, null_cond=config.model.num_classes)
 
 
@@ -206,8 +208,8 @@ def check_values(config):
 
 
 def check_batch(config, global_batch: int | None = None):
-    """The global batch must split evenly over all devices of all processes."""
-    n = jax.local_device_count() * jax.process_count()
+    """The global batch must split evenly over all devices of all processes (over one under ``jit``)."""
+    n = 1 if parallel_mode(config) == "jit" else jax.local_device_count() * jax.process_count()
     b = global_batch or config.optim.batch_size
     if b % n:
         raise ValueError(f"optim.batch_size={b} is not divisible by the {n} devices")
@@ -223,9 +225,9 @@ def check_steps_per_jit(config):
 
 
 def parallel_mode(config) -> str:
-    """``config.parallel.mode``: ``pmap`` (replicated params, one process), ``mesh`` (jit over a device mesh,
-    FSDP-sharded state; any number of processes), or ``auto``: mesh for multi-process runs, pmap for several
-    local devices, plain jit for one."""
+    """``config.parallel.mode``: ``jit`` (one device), ``pmap`` (replicated params, one process), ``mesh`` (jit
+        over a device mesh, FSDP-sharded state; any number of processes), or ``auto``: mesh for multi-process
+    runs, pmap for several local devices, plain jit for one."""
     mode = config.parallel.mode
     if mode not in parallel.MODES:
         raise ValueError(f"unknown parallel.mode {mode!r}; allowed: {list(parallel.MODES)}")
@@ -233,8 +235,8 @@ def parallel_mode(config) -> str:
         if jax.process_count() > 1:
             return "mesh"
         return "pmap" if jax.local_device_count() > 1 else "jit"
-    if mode == "pmap" and jax.process_count() > 1:
-        raise ValueError("parallel.mode='pmap' feeds local devices only; use 'mesh' for multi-process runs")
+    if mode in ("jit", "pmap") and jax.process_count() > 1:
+        raise ValueError(f"parallel.mode={mode!r} feeds local devices only; use 'mesh' for multi-process runs")
     return mode
 
 

@@ -28,7 +28,7 @@ from jax.sharding import PartitionSpec as P
 
 log = logging.getLogger("jaxdiff.parallel")
 
-MODES = ("auto", "pmap", "mesh")
+MODES = ("auto", "jit", "pmap", "mesh")
 
 
 def initialize(coordinator_address: str | None = None, num_processes: int | None = None,

@@ -69,15 +69,19 @@ def default_config() -> ml_collections.ConfigDict:
     m.mid_block_add_attention = True  # autoencoder task: attention in the middle block
 
     c.diffusion = f = ml_collections.ConfigDict()
-    f.schedule = "linear"  # linear | scaled_linear | cosine | sigmoid (discrete) | vp | subvp | ve | edm ...
+    f.schedule = "linear"  # linear | scaled_linear | cosine | sigmoid (discrete) | vp | subvp | ve | edm |
+    #   logsnr_linear | cosine_continuous | flow_linear | flow_gvp (flow-matching interpolants)
     f.schedule_kwargs = ml_collections.ConfigDict()  # keyword arguments of the schedule (e.g. sigma_max)
     f.num_steps = 1000  # T of a discrete schedule
-    f.prediction = "eps"  # eps | x0 | v | score: the network's output
+    f.prediction = "eps"  # eps | x0 | v | score | velocity (flow matching's u = dx_t/dt): the network's output
     f.loss_type = "mse"  # mse | hybrid (mse + VLB, learned variance) | vlb
     f.weighting = "simple"  # weighting of the eps-MSE over t
     f.variance = "fixed_small"  # fixed_small | fixed_large | learned_range
     f.t_min = 1e-5  # smallest t of continuous-time training
-    f.t_sampling = "uniform"  # t-sampling of continuous-time training
+    f.t_sampling = "uniform"  # uniform | edm_lognormal | importance | logit_normal | mode (continuous time)
+    f.logit_normal_loc = 0.0  # t_sampling=logit_normal: t = sigmoid(loc + scale n) (SD3 eq. 19)
+    f.logit_normal_scale = 1.0
+    f.mode_scale = 1.29  # t_sampling=mode: SD3 eq. 20's s
     f.noise_levels = placeholder(int)  # NCSN: L discrete noise levels of a continuous schedule
     f.vlb_steps = placeholder(int)  # VLB of a continuous schedule: its number of steps
     f.input_scaling = False  # the network sees x_t / sqrt(alpha^2 + sigma^2) (VE schedules)
