@@ -90,7 +90,7 @@ def ode_log_likelihood(model_fn: Callable, schedule: Schedule, x, key, *, predic
       key: draws the Hutchinson probes (fixed over the whole solve, one set per example).
       divergence: ``hutchinson`` (unbiased, ``num_probes`` JVPs per evaluation) or ``exact`` (D JVPs).
       probe: ``rademacher`` (lower variance) or ``gaussian``.
-      t_min: default ``default_t_min(schedule)`` (1e-3 for VP/sub-VP; 0 where sigma(0) > 0).
+      t_min: default ``default_t_min(schedule)`` (1e-3 for VP/sub-VP and the flow paths; 0 where sigma(0) > 0).
     Returns:
       dict with ``logp`` (``[B]``), ``prior_logp`` (``[B]``: log pi of the ODE's endpoint),
       ``delta_logp`` (``[B]``: the integral of the divergence and the alpha Jacobian), ``z``
@@ -99,12 +99,13 @@ def ode_log_likelihood(model_fn: Callable, schedule: Schedule, x, key, *, predic
     import diffrax
 
     ode_solver = diffrax_solver(solver)
-    t_min = default_t_min(schedule) if t_min is None else t_min
+    if t_min is None:  # a flow path's sigma(0) = 0 is singular as the VP SDE's: start at 1e-3 as there
+        t_min = 1e-3 if alpha_vanishes(schedule) else default_t_min(schedule)
     check_inputs(x, cond)
     den = denoiser(model_fn, schedule, prediction, cond)
     if not 0 <= t_min < t_max <= 1:
         raise ValueError(f"need 0 <= t_min < t_max <= 1, got t_min={t_min}, t_max={t_max}")
-    if zero_noise_at_zero(schedule) and t_min <= 0:
+    if (zero_noise_at_zero(schedule) or alpha_vanishes(schedule)) and t_min <= 0:
         raise ValueError(f"sigma(t_min={t_min}) = 0: the ODE's density is singular there; use t_min > 0")
     if num_probes < 1:
         raise ValueError(f"num_probes must be >= 1, got {num_probes}")

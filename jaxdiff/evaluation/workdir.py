@@ -20,7 +20,6 @@ from jaxdiff.evaluation.reconstruction import evaluate_autoencoder
 from jaxdiff.likelihood import full_vlb_bpd, ode_bpd
 from jaxdiff.outputs import unique_path
 from jaxdiff.rng import Stream, run_key
-from jaxdiff.samplers.timegrids import zero_noise_at_zero
 from jaxdiff.schedules import is_discrete
 from jaxdiff.training.build import build_pipeline, latent_autoencoder, model_fn_for, task_name, text_enabled
 from jaxdiff.training.generate import generate
@@ -133,7 +132,7 @@ def ode_bpd_of_test(config, model, schedule, params, test_x) -> dict:
     n = config.eval.ode_bpd_examples
     t_min = config.eval.ode_t_min
     if t_min is None:
-        t_min = 1e-5 if zero_noise_at_zero(schedule) else 0.0
+        t_min = 1e-5 if float(schedule.sigma(0.0)) == 0.0 else 0.0
     fn = jax.jit(lambda p, x, k: ode_bpd(model_fn_for(model, p), schedule, x, k,
                                          num_levels=config.data.num_levels,
                                          prediction=config.diffusion.prediction, t_min=t_min))
