@@ -43,6 +43,21 @@ def test_values_that_cannot_train_are_refused_before_the_workdir(field, value, m
     assert not wd.exists()
 
 
+def test_a_run_of_skipped_steps_stops_with_an_error(tmp_path, data_dir):
+    """A learning rate of 1e38 overflows every update: each step is skipped, and after
+    train.max_consecutive_skipped of them in a row the run stops with an error that names the field; no
+    checkpoint holds a non-finite value."""
+    c = smoke(data_dir, max_consecutive_skipped=2, log_every=2)
+    c.optim.learning_rate = 1e38
+    wd = str(tmp_path / "run")
+    with pytest.raises(FloatingPointError, match=r"stopped at step 4: the last 3 steps were all skipped.*"
+                                                 r"max_consecutive_skipped=2"):
+        train_and_evaluate(c, wd)  # step 1 has lr 0 (warm-up), steps 2-4 overflow; flags are read every 2
+    _, _, _, params, step = restore_trained(wd)  # the step-3 checkpoint: step 1's finite parameters
+    assert step == 3
+    assert all(np.isfinite(np.asarray(v)).all() for v in jax.tree_util.tree_leaves(params))
+
+
 def test_a_non_finite_update_is_skipped_and_counted():
     """A finite loss and gradient whose update is NaN (here: a NaN step size) never reaches the params."""
     params = {"w": jnp.ones((3,))}

@@ -195,6 +195,7 @@ def check_values(config):
                          ("train.checkpoint_every", t.checkpoint_every, 1),
                          ("train.keep_checkpoints", t.keep_checkpoints, 1), ("train.num_grid_samples",
                                                                             t.num_grid_samples, 0),
+                         ("train.max_consecutive_skipped", t.max_consecutive_skipped, 0),
                          ("sample.num_steps", s.num_steps, 1), ("sample.batch_size", s.batch_size, 1)):
         if not isinstance(v, int) or v < low:
             raise ValueError(f"{name}={v!r}; allowed: an integer >= {low}")

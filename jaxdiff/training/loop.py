@@ -73,6 +73,31 @@ class Runner:
         return b
 
 
+class SkipWatch:
+    """Counts consecutive skipped steps from each step's ``finite`` flag without a device sync per step: the
+    flags are read in one transfer every ``limit`` steps (and at log steps), and a run of ``limit`` skipped
+    steps stops training with an error (the checkpoints hold the last good parameters: a skipped step
+    changes nothing)."""
+
+    def __init__(self, limit: int, k: int):
+        self.limit, self.k, self.flags, self.run = int(limit), k, [], 0
+
+    def add(self, finite, step: int, flush: bool = False):
+        if not self.limit:
+            return
+        self.flags.append(finite)
+        if not flush and len(self.flags) * self.k < self.limit:
+            return
+        for f in jax.device_get(self.flags):
+            self.run = 0 if float(f) > 0.5 else self.run + self.k
+        self.flags = []
+        if self.run >= self.limit:
+            raise FloatingPointError(
+                f"training stopped at step {step}: the last {self.run} steps were all skipped for a non-finite "
+                f"loss, gradient or update (train.max_consecutive_skipped={self.limit}); the checkpoints keep the "
+                "last good parameters. Lower optim.learning_rate, check the data, or raise the limit (0 = never).")
+
+
 def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
     """Train per ``config`` in ``workdir`` (resuming from its latest checkpoint); returns final metrics."""
     check_config(config)  # every check before the workdir is touched and before anything compiles
@@ -129,11 +154,13 @@ def _train(config, workdir, task, model, pipeline, k, mode):
     bar = tqdm(total=config.train.num_steps, initial=start, desc="train", unit="step",
                disable=jax.process_index() > 0, mininterval=2.0)
     step, c = start, config.train
+    watch = SkipWatch(c.max_consecutive_skipped, k)
     while step < c.num_steps:
         state, m = runner.step(state, runner.feed([prepare(pipeline.batch(step + j), step + j) for j in range(k)]))
         step += k
         bar.update(k)
         final = step == c.num_steps
+        watch.add(runner.host(m)["finite"], step, flush=step % c.log_every < k or final)
         if step % c.log_every < k or final:
             metrics = {key: float(v) for key, v in jax.device_get(runner.host(m)).items()}
             history.append((step, metrics["loss"]))

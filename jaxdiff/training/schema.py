@@ -126,6 +126,7 @@ def default_config() -> ml_collections.ConfigDict:
     tr.sample_every = 10_000  # steps between sample grids
     tr.checkpoint_every = 10_000  # steps between checkpoints
     tr.keep_checkpoints = 3  # checkpoints kept
+    tr.max_consecutive_skipped = 100  # stop with an error after this many skipped steps in a row (0 = never)
     tr.num_grid_samples = 64  # samples in each grid (0: no grids)
 
     c.sample = s = ml_collections.ConfigDict()
