@@ -103,9 +103,9 @@ def test_an_unwritable_checkpoint_directory_fails_fast(tmp_path, monkeypatch):
 
 
 @pytest.mark.slow  # two training runs and Orbax's retries on the truncated files
-def test_an_unreadable_newest_checkpoint_is_replaced(tmp_path, data_dir):
+def test_an_unreadable_newest_checkpoint_is_replaced(tmp_path, data_dir, capfd):
     """Checkpoints 3 and 6; checkpoint 6's data is truncated: the resume falls back to 3, trains to 6 and
-    replaces 6, which then restores bitwise equal to the uninterrupted run's."""
+    replaces 6, which then restores bitwise equal to the uninterrupted run's; no event-loop tracebacks."""
     wd = str(tmp_path / "run")
     c = smoke(data_dir, num_steps=6, checkpoint_every=3)
     train_and_evaluate(c, wd)
@@ -116,8 +116,11 @@ def test_an_unreadable_newest_checkpoint_is_replaced(tmp_path, data_dir):
     for f in files:
         with open(f, "r+b") as fh:
             fh.truncate(os.path.getsize(f) // 2)
+    capfd.readouterr()
     m = train_and_evaluate(c, wd)
     assert m["step"] == 6 and [s for s, _ in m["history"]][0] > 3  # it trained again from 3
+    err = capfd.readouterr().err
+    assert "Event loop is closed" not in err and err.count("Traceback") == 0, err[-2000:]
     *_, got, step = restore_trained(wd)
     assert step == 6
     for a, b in zip(jax.tree_util.tree_leaves(got), jax.tree_util.tree_leaves(want)):
