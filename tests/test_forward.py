@@ -74,13 +74,13 @@ def test_conversions_roundtrip(name, src, dst):
     x0 = jax.random.normal(key, (4, 3))
     eps = jax.random.normal(jax.random.fold_in(key, 1), (4, 3))
     t = jnp.array([0.1, 0.3, 0.6, 0.9])
-    a, s = sched.alpha(t), sched.sigma(t)
+    r = sched.rates(t)  # (alpha, sigma, alpha', sigma'): velocity needs the derivatives
     x_t = F.q_sample(sched, x0, t, eps)
-    pred = P.from_x0_eps(x0, eps, src, a, s)
-    out = P.convert(pred, src, dst, x_t, a, s)
-    back = P.convert(out, dst, src, x_t, a, s)
+    pred = P.from_x0_eps(x0, eps, src, *r)
+    out = P.convert(pred, src, dst, x_t, *r)
+    back = P.convert(out, dst, src, x_t, *r)
     np.testing.assert_allclose(back, pred, rtol=2e-4, atol=2e-4)
-    np.testing.assert_allclose(out, P.from_x0_eps(x0, eps, dst, a, s), rtol=2e-4, atol=2e-4)
+    np.testing.assert_allclose(out, P.from_x0_eps(x0, eps, dst, *r), rtol=2e-4, atol=2e-4)
 
 
 def test_v_finite_at_zero_terminal_snr():
@@ -123,11 +123,12 @@ def test_clip_x0_model_fn(prediction, x64):
     x0 = jnp.array([[0.5, -2.0, 3.0]])
     eps = jnp.array([[0.3, -0.1, 0.2]])
     t = jnp.array([0.7])
-    a, s = sched.alpha(t), sched.sigma(t)
+    r = sched.rates(t)
+    a, s = r[0], r[1]
     x_t = F.q_sample(sched, x0, t, eps)
-    model = lambda x, tt, c=None: P.from_x0_eps(x0, eps, prediction, a, s)
+    model = lambda x, tt, c=None: P.from_x0_eps(x0, eps, prediction, *r)
     out = P.clip_x0_model_fn(model, sched, prediction, 1.0)(x_t, t)
-    x0_c, eps_c = P.to_x0_eps(out, prediction, x_t, a, s)
+    x0_c, eps_c = P.to_x0_eps(out, prediction, x_t, *r)
     np.testing.assert_allclose(x0_c, [[0.5, -1.0, 1.0]], atol=1e-9)  # clipped, in-range value kept
     np.testing.assert_allclose(a * x0_c + s * eps_c, x_t, atol=1e-9)  # still consistent with x_t
 
