@@ -262,7 +262,8 @@ def make_loss(apply_fn: Callable, schedule: Schedule, **options) -> Callable:
           density for the probability-flow ODE likelihood of discrete data).
         p_uncond, null_cond: condition dropout for classifier-free guidance (the U-Net's null label is
           ``num_classes``).
-    ``batch`` holds ``"x"`` ``[B, ...]`` in [-1, 1] and optionally ``"cond"``; ``key`` is one key or per-
+    ``batch`` holds ``"x"`` ``[B, ...]`` in [-1, 1] and optionally ``"cond"`` and ``"noise"`` (the noise paired
+    with each x, as reflow trains on, in place of fresh draws); ``key`` is one key or per-
     example keys ``[B]`` (training passes keys folded from each example's global index).
     """
     cfg = LossConfig(**options)
@@ -282,7 +283,10 @@ def make_loss(apply_fn: Callable, schedule: Schedule, **options) -> Callable:
             x0 = x0 + jax.vmap(lambda k, x: jax.random.uniform(stream(k, Stream.DEQUANT), x.shape, x.dtype,
                                                                 -half, half))(keys, x0)
         t, s, step = sample_times(cfg, schedule, keys, importance)
-        eps = jax.vmap(lambda k, x: jax.random.normal(stream(k, Stream.NOISE), x.shape, x.dtype))(keys, x0)
+        if "noise" in batch:  # a coupling of noise and data given with the batch (reflow's pairs)
+            eps = jnp.asarray(batch["noise"], x0.dtype)
+        else:
+            eps = jax.vmap(lambda k, x: jax.random.normal(stream(k, Stream.NOISE), x.shape, x.dtype))(keys, x0)
         rates = rates_at(schedule, t, cfg.prediction)  # (alpha, sigma[, alpha', sigma'])
         x_t = q_sample(schedule, x0, t, eps)
         cond = drop_condition(batch.get("cond"), keys, cfg.p_uncond, cfg.null_cond)

@@ -31,6 +31,7 @@ class Stream(enum.IntEnum):
     DISC_INIT = 105  # the autoencoder's discriminator initialisation
     DATA_ORDER = 106  # the data's permutation per epoch
     FLIP = 107  # random horizontal flips
+    REFLOW = 108  # experiments.reflow's noise, paired with the parent flow's samples
 
 
 def as_key(key) -> jax.Array:

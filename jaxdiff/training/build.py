@@ -166,11 +166,11 @@ def build_source(config, split: str):
 
 
 def pipeline_of(config, source, batch_size: int | None = None, num_levels: int | None = None,
-                transform=None) -> Pipeline:
+                transform=None, label_key: str | None = "label") -> Pipeline:
     """The deterministic input pipeline of ``source`` under ``config`` (this process's rows)."""
     return Pipeline(source, batch_size or config.optim.batch_size,
                     config.data.num_levels if num_levels is None else num_levels, config.seed,
-                    image_key=config.data.key, random_flip=config.data.random_flip,
+                    image_key=config.data.key, label_key=label_key, random_flip=config.data.random_flip,
                     process_index=jax.process_index(), process_count=jax.process_count(), transform=transform)
 
 
@@ -202,6 +202,11 @@ def check_values(config):
     for name, v in (("optim.grad_clip", o.grad_clip), ("optim.weight_decay", o.weight_decay)):
         if not (math.isfinite(v) and v >= 0):
             raise ValueError(f"{name}={v}; allowed: a finite number >= 0")
+    if t.init_from and not os.path.isdir(os.path.join(t.init_from, "checkpoints")):
+        raise ValueError(f"train.init_from={t.init_from!r} is not a workdir with checkpoints")
+    if config.data.pairs and not os.path.isfile(config.data.pairs):
+        raise ValueError(f"data.pairs={config.data.pairs!r}: no such file (write it with python -m "
+                         "experiments.reflow)")
     if not 0.0 <= o.ema_decay <= 1.0:
         raise ValueError(f"optim.ema_decay={o.ema_decay}; allowed: 0 <= ema_decay <= 1")
     if config.task == "diffusion":

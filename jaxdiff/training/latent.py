@@ -89,9 +89,33 @@ def latent_source(config, split: str) -> ArraySource:
 def data_pipeline(config, split: str = "train", batch_size: int | None = None, transform=None) -> Pipeline:
     """The training data of a diffusion config: its latents (continuous) for a latent-diffusion config, else
     its pixels."""
+    if config.data.pairs and split == "train":
+        return pairs_pipeline(config, batch_size, transform)
     if latent_autoencoder(config):
         return pipeline_of(config, latent_source(config, split), batch_size, num_levels=0, transform=transform)
     return pipeline_of(config, build_source(config, split), batch_size, transform=transform)
+
+
+def pairs_pipeline(config, batch_size: int | None = None, transform=None) -> Pipeline:
+    """Reflow's training data: the (noise, x0) pairs of ``config.data.pairs`` (written by
+    ``experiments.reflow``), batched together (stacked on the channel axis, so every order and flip treats a
+    pair as one example) and split into ``x`` and ``noise``."""
+    path = config.data.pairs
+    if not os.path.isfile(path):
+        raise ValueError(f"data.pairs={path!r}: no such file (write it with python -m experiments.reflow)")
+    with np.load(path) as f:
+        if "x0" not in f or "noise" not in f or f["x0"].shape != f["noise"].shape:
+            raise ValueError(f"data.pairs={path!r} must hold arrays 'x0' and 'noise' of one shape")
+        both = np.concatenate([f["x0"], f["noise"]], -1).astype(np.float32)
+    C = both.shape[-1] // 2
+
+    def split(batch):
+        x = batch["x"]
+        batch = dict(batch, x=x[..., :C], noise=x[..., C:])
+        return transform(batch) if transform is not None else batch
+
+    return pipeline_of(config, ArraySource({config.data.key: both}), batch_size, num_levels=0, transform=split,
+                       label_key=None)
 
 
 def latent_decoder(config):

@@ -20,7 +20,7 @@ from jaxdiff.training.build import build_optimizer, check_batch, check_steps_per
 from jaxdiff.training.checkpoint import Checkpointer
 from jaxdiff.training.schema import check_config
 from jaxdiff.training.step import make_train_step
-from jaxdiff.training.tasks import get_task, state_template
+from jaxdiff.training.tasks import get_task, init_from, state_template
 from jaxdiff.training.workdir import WorkdirLock, check_workdir, checkpoint_dir
 
 log = logging.getLogger("jaxdiff.train")
@@ -134,6 +134,8 @@ def _train(config, workdir, task, model, pipeline, k, mode):
     if ckpt.latest_step() is not None:
         state, meta, start = ckpt.restore(state)
         log.info("resumed from step %d (data position %s)", start, meta.get("data"))
+    elif config.train.init_from:
+        state = init_from(state, config.train.init_from)
     state = runner.place(state)
 
     writer = writers.create_default_writer(workdir, just_logging=jax.process_index() > 0)

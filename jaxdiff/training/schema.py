@@ -34,6 +34,7 @@ def default_config() -> ml_collections.ConfigDict:
     d.use_labels = False  # feed labels to the model (class conditioning, classifier task)
     d.dequantize = False  # uniform dequantization noise of one level (continuous-time likelihood)
     d.key = "image"  # feature holding the data in each example
+    d.pairs = ""  # reflow: .npz of (noise, x0) pairs from experiments.reflow; trains on them (train split)
     d.audio_dir = ""  # audio: folder of WAV files; "" = synthetic tones written into the data dir
     d.rate = 4000  # audio: sample rate in Hz
     d.length = 512  # audio: samples per clip
@@ -126,6 +127,7 @@ def default_config() -> ml_collections.ConfigDict:
     tr.sample_every = 10_000  # steps between sample grids
     tr.checkpoint_every = 10_000  # steps between checkpoints
     tr.keep_checkpoints = 3  # checkpoints kept
+    tr.init_from = ""  # workdir whose final EMA params start a new run (reflow from its parent flow)
     tr.max_consecutive_skipped = 100  # stop with an error after this many skipped steps in a row (0 = never)
     tr.num_grid_samples = 64  # samples in each grid (0: no grids)
 

@@ -78,6 +78,8 @@ def _diffusion_prepare(config):
 
     def prepare(batch, step):
         out = _inputs(batch)
+        if "noise" in batch:  # reflow: the noise paired with each x
+            out["noise"] = batch["noise"]
         if text:
             out["cond"] = {"tokens": batch["tokens"]}
         elif labels:
@@ -191,6 +193,25 @@ def restore_trained(workdir: str, step: int | None = None):
     """``(config, model, schedule, ema_params, step)`` of a trained diffusion model."""
     config, model, params, _, step = restore(workdir, step, task="diffusion")
     return config, model, build_schedule(config), params, step
+
+
+def init_from(state, workdir: str):
+    """``state`` with params and EMA params set to the final EMA params of the diffusion model in ``workdir``
+    (reflow starts from its parent flow; Liu et al. 2023), placed as ``state``'s params are; the two
+    networks must have the same parameter names and shapes."""
+    _, _, _, params, step = restore_trained(workdir)
+    want = jax.tree_util.tree_flatten_with_path(state.params)[0]
+    got = dict(jax.tree_util.tree_flatten_with_path(params)[0])
+    for path, leaf in want:
+        if path not in got or np.shape(got[path]) != np.shape(leaf):
+            name = jax.tree_util.keystr(path)
+            raise ValueError(f"train.init_from={workdir!r}: its network differs at {name} (has "
+                             f"{np.shape(got[path]) if path in got else 'nothing'}, this config needs "
+                             f"{np.shape(leaf)}); use the parent's model config")
+    place = lambda: jax.tree_util.tree_map(  # two copies: the train step donates params and EMA separately
+        lambda new, old: jax.device_put(np.array(new, old.dtype), old.sharding), params, state.params)
+    log.info("initialized from %s (step %d)", workdir, step)
+    return state.replace(params=place(), ema_params=place())
 
 
 def load_classifier(workdir: str):
