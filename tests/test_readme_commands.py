@@ -50,14 +50,16 @@ def smoke_argv(cmd: str, tmp: str, data_dir: str) -> list[list[str]] | None:
     out = []
     for i, w in enumerate(args):
         prev = args[i - 1] if i else ""
-        if prev == "--config" and w.endswith(".py"):
-            w = os.path.join(ROOT, w) + ":smoke"
+        if prev == "--config" and (w.endswith(".py") or ".py:" in w):
+            w = os.path.join(ROOT, w) + (",smoke" if ".py:" in w else ":smoke")
         elif prev in ("--workdir", "--classifier_workdir") or w.startswith("runs/"):
             w = os.path.join(tmp, w)
         elif w in PLACEHOLDERS:
             w = PLACEHOLDERS[w] or ("dpmpp_2m" if prev == "--sampler" else "2")
         elif prev == "--num_steps" and int(w) > 20:
             w = "20"  # the smoke configs' schedules have T = 50 steps
+        elif prev == "--num_pairs":
+            w = "32"  # reflow pairs of a smoke model: a handful
         elif w.startswith("--config.parallel.fsdp="):
             w = "--config.parallel.fsdp=2"  # 8 simulated devices: data 4 x fsdp 2
         out.append(w)
