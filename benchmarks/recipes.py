@@ -5,7 +5,8 @@ flow, Euler in x / alpha for the eps model) and with DPM-Solver++(2M) and UniPC;
 
     python -m experiments.train --config experiments/configs/digits_flow.py --workdir runs/digits_flow
     python -m experiments.reflow --workdir runs/digits_flow --num_pairs 20000
-    python -m experiments.train --config experiments/configs/digits_flow.py:reflow --workdir runs/digits_flow_reflow
+    python -m experiments.train --config experiments/configs/digits_flow.py:reflow \
+        --workdir runs/digits_flow_reflow
     python benchmarks/recipes.py --run "main job (eps, cosine)=runs/digits" --run "flow (linear path)=runs/digits_flow" \\
         --run "flow + reflow=runs/digits_flow_reflow"
 
