@@ -7,8 +7,8 @@ flow, Euler in x / alpha for the eps model) and with DPM-Solver++(2M) and UniPC;
     python -m experiments.reflow --workdir runs/digits_flow --num_pairs 20000
     python -m experiments.train --config experiments/configs/digits_flow.py:reflow \
         --workdir runs/digits_flow_reflow
-    python benchmarks/recipes.py --run "main job (eps, cosine)=runs/digits" --run "flow (linear path)=runs/digits_flow" \\
-        --run "flow + reflow=runs/digits_flow_reflow"
+    python benchmarks/recipes.py --run "main job (eps, cosine)=runs/digits" \\
+        --run "flow (linear path)=runs/digits_flow" --run "flow + reflow=runs/digits_flow_reflow"
 
 Each FD carries its bootstrap 95% interval over the 1000 samples (one training seed per recipe; the interval
 is about +-40% of one FD, so only non-overlapping intervals separate recipes). Every run is sampled with
