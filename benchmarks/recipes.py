@@ -35,9 +35,16 @@ def main():
     args = ap.parse_args()
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    import jax
+    import numpy as np
     from stamp import stamp, stamp_line
 
     from jaxdiff.evaluation.workdir import evaluate
+    from jaxdiff.reflow import straightness
+    from jaxdiff.rng import Stream, run_key
+    from jaxdiff.schedules import alpha_vanishes
+    from jaxdiff.training.build import example_input, model_fn_for
+    from jaxdiff.training.tasks import restore_trained
     from jaxdiff.training.workdir import load_config
 
     runs = [r.split("=", 1) for r in args.run]
@@ -46,11 +53,18 @@ def main():
             raise SystemExit(f"--run {'='.join(r)!r}: expected LABEL=WORKDIR of a trained run")
     nfes = [int(n) for n in args.nfe.split(",")]
     command = "python benchmarks/recipes.py " + " ".join(f'--run "{a}"' for a in args.run)
-    out = {"command": command, **stamp(), "rows": []}
+    out = {"command": command, **stamp(), "rows": [], "straightness": {}}
     for label, wd in runs:
         c = load_config(wd)
         recipe = (f"{c.diffusion.schedule}, {c.diffusion.prediction}, {c.diffusion.t_sampling} t, "
                   f"{c.train.num_steps} steps" + (", reflow" if c.data.pairs else ""))
+        config, model, schedule, params, _ = restore_trained(wd)  # Liu et al.'s S on 256 noise draws
+        if alpha_vanishes(schedule):  # a flow path (on a VP path x_1 is not the noise: S is not defined)
+            z = jax.random.normal(run_key(0, Stream.REFLOW), (256,) + example_input(config).shape[1:])
+            s_run = jax.jit(lambda p, z: straightness(model_fn_for(model, p), schedule, z, num_steps=50,
+                                                      prediction=config.diffusion.prediction))(params, z)
+            out["straightness"][label] = float(np.mean(s_run))
+            print(label, "straightness", out["straightness"][label], flush=True)
         for name, sampler, options in SAMPLERS:
             for n in nfes:
                 t0 = time.time()
@@ -67,6 +81,8 @@ def main():
     lines = ["# Recipes on the digits at one training budget", "", stamp_line(command), "",
              f"Floor (300 train images vs test): {r0['fd_floor_train_vs_test']:.1f} "
              f"[{r0['fd_floor_ci'][0]:.1f}, {r0['fd_floor_ci'][1]:.1f}]", "",
+             "Straightness (Liu et al. 2023's S per dimension, 256 noise draws, Euler at 50 steps; 0 = straight): "
+             + "; ".join(f"{k}: {v:.4f}" for k, v in out["straightness"].items()), "",
              "| run | recipe | sampler | NFE | FD [95% interval] | FD / floor | confident (p >= 0.9) "
              "| class balance (chi^2 p) |", "|---|---|---|---|---|---|---|---|"]
     for r in out["rows"]:

@@ -138,7 +138,10 @@ ORDERS = [  # uniform grids from t = 1 (where alpha = 0), velocity model
     ("dpmpp_2m", {"spacing": "uniform"}, 2),
     ("dpmpp_3m", {"spacing": "uniform"}, 3),
     ("unipc", {"order": 2, "spacing": "uniform"}, 3),
-    ("heun", {"t_max": 0.98}, 2),  # EDM's samplers step in x / alpha: they start below t = 1
+    ("heun", {"t_max": 0.98}, 2),  # EDM's samplers and the noise-prediction DPM-Solver step in x / alpha:
+    ("euler", {"t_max": 0.98}, 1),  # they start below t = 1
+    ("dpm_solver", {"t_max": 0.98, "order": 2}, 2),
+    ("dpm_solver", {"t_max": 0.98, "order": 3}, 3),
 ]
 
 
