@@ -1,6 +1,7 @@
 """Training recipes on the digits at one budget (the main job's network, 4000 steps, batch 64): FD / floor,
 confident share and class balance at NFE 2, 5, 10 and 20, with Euler (``ddim``: Euler on the velocity for a
-flow, Euler in x / alpha for the eps model) and with DPM-Solver++(2M) and UniPC; writes
+flow, Euler in x / alpha for the eps model) and with DPM-Solver++(2M) (on its logSNR grid and on the
+uniform grid) and UniPC; writes
 ``benchmarks/results/recipes.md`` and ``.json`` (versions, device, date inside).
 
     python -m experiments.train --config experiments/configs/digits_flow.py --workdir runs/digits_flow
@@ -23,7 +24,9 @@ import os
 import sys
 import time
 
-SAMPLERS = (("euler", "ddim", {}), ("dpmpp_2m", "dpmpp_2m", {}), ("unipc", "unipc", {"order": 2}))
+SAMPLERS = (("euler", "ddim", {}), ("dpmpp_2m", "dpmpp_2m", {}), ("dpmpp_2m, uniform grid", "dpmpp_2m",
+                                                                    {"spacing": "uniform"}),
+            ("unipc", "unipc", {"order": 2}))
 NFES = (2, 5, 10, 20)
 
 
