@@ -36,7 +36,7 @@ def main():
     args = ap.parse_args()
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-    from stamp import stamp, stamp_line
+    from stamp import quality_cells, stamp, stamp_line, write_markdown
 
     from experiments.configs.digits_ddpm import get_config
     from jaxdiff.evaluation.workdir import evaluate
@@ -76,12 +76,8 @@ def main():
               "| class balance (chi^2 p) |",
               "|---|---|---|---|---|---|---|"]
     for r in out["rows"]:
-        lines.append(f"| {r['label']} | {r['nfe']} | {'yes' if r['clip_x0'] else 'no'} | {r['fd']:.1f} "
-                     f"[{r['fd_ci'][0]:.1f}, {r['fd_ci'][1]:.1f}] | {r['fd_ratio']:.2f} | "
-                     f"{100 * r['sample_frac_confident_0.9']:.1f}% | {r['sample_class_balance_pvalue']:.2g} |")
-    with open(args.out + ".md", "w") as f:
-        f.write("\n".join(lines) + "\n")
-    print("\n".join(lines))
+        lines.append(f"| {r['label']} | {r['nfe']} | {'yes' if r['clip_x0'] else 'no'} | {quality_cells(r)} |")
+    write_markdown(args.out + ".md", lines)
 
 
 if __name__ == "__main__":

@@ -40,7 +40,7 @@ def main():
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     import jax
     import numpy as np
-    from stamp import stamp, stamp_line
+    from stamp import quality_cells, stamp, stamp_line, write_markdown
 
     from jaxdiff.evaluation.workdir import evaluate
     from jaxdiff.reflow import straightness
@@ -89,12 +89,8 @@ def main():
              "| run | recipe | sampler | NFE | FD [95% interval] | FD / floor | confident (p >= 0.9) "
              "| class balance (chi^2 p) |", "|---|---|---|---|---|---|---|---|"]
     for r in out["rows"]:
-        lines.append(f"| {r['run']} | {r['recipe']} | {r['sampler']} | {r['nfe']} | {r['fd']:.1f} "
-                     f"[{r['fd_ci'][0]:.1f}, {r['fd_ci'][1]:.1f}] | {r['fd_ratio']:.2f} | "
-                     f"{100 * r['sample_frac_confident_0.9']:.1f}% | {r['sample_class_balance_pvalue']:.2g} |")
-    with open(args.out + ".md", "w") as f:
-        f.write("\n".join(lines) + "\n")
-    print("\n".join(lines))
+        lines.append(f"| {r['run']} | {r['recipe']} | {r['sampler']} | {r['nfe']} | {quality_cells(r)} |")
+    write_markdown(args.out + ".md", lines)
 
 
 if __name__ == "__main__":

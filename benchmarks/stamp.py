@@ -25,3 +25,16 @@ def stamp_line(command: str) -> str:
     s = stamp()
     return (f"Written by `{command}` on {s['date']}; {s['device']}; python {s['python']}, jax {s['jax']}, "
             f"flax {s['flax']}, optax {s['optax']}, numpy {s['numpy']}")
+
+
+def quality_cells(r: dict) -> str:
+    """The FD protocol's cells of one evaluated row: FD [95% interval] | FD / floor | confident | class balance."""
+    return (f"{r['fd']:.1f} [{r['fd_ci'][0]:.1f}, {r['fd_ci'][1]:.1f}] | {r['fd_ratio']:.2f} | "
+            f"{100 * r['sample_frac_confident_0.9']:.1f}% | {r['sample_class_balance_pvalue']:.2g}")
+
+
+def write_markdown(path: str, lines: list[str]):
+    """Write a results table's lines to ``path`` and print them."""
+    with open(path, "w") as f:
+        f.write("\n".join(lines) + "\n")
+    print("\n".join(lines))
