@@ -29,8 +29,8 @@ import jax.numpy as jnp
 from jaxdiff.forward import prior_kl, q_sample
 from jaxdiff.parameterization import to_x0_eps_at
 from jaxdiff.reverse import LN2, p_variance, vdm_decoder_nll, vlb_term
-from jaxdiff.samplers.adaptive import diffrax_solver, nfe_of, pf_ode_field, velocity_field
-from jaxdiff.samplers.common import check_inputs, denoiser, lam
+from jaxdiff.samplers.adaptive import diffrax_solver, nfe_of, ode_variables
+from jaxdiff.samplers.common import check_inputs, denoiser
 from jaxdiff.samplers.timegrids import default_t_min, zero_noise_at_zero
 from jaxdiff.schedules import DiscreteSchedule, Schedule, alpha_vanishes
 
@@ -105,19 +105,15 @@ def ode_log_likelihood(model_fn: Callable, schedule: Schedule, x, key, *, predic
     den = denoiser(model_fn, schedule, prediction, cond)
     if not 0 <= t_min < t_max <= 1:
         raise ValueError(f"need 0 <= t_min < t_max <= 1, got t_min={t_min}, t_max={t_max}")
-    if (zero_noise_at_zero(schedule) or alpha_vanishes(schedule)) and t_min <= 0:
+    if (zero_noise_at_zero(schedule) or alpha_vanishes(schedule)) and t_min <= 0:  # (class-based: the
+        # schedule's numbers may be traced under jit)
         raise ValueError(f"sigma(t_min={t_min}) = 0: the ODE's density is singular there; use t_min > 0")
     if num_probes < 1:
         raise ValueError(f"num_probes must be >= 1, got {num_probes}")
     dt = x.dtype
     t_lo, t_hi = jnp.asarray(t_min, dt), jnp.asarray(t_max, dt)
-    a0, a1 = schedule.alpha(t_lo), schedule.alpha(t_hi)
-    if alpha_vanishes(schedule):  # in t with the velocity field: x itself, no alpha Jacobian
-        u0, u1, scale0, scale1 = t_lo, t_hi, 1.0, 1.0
-        div_fn = divergence_fn(velocity_field(den, schedule), divergence, probe, num_probes)
-    else:  # in u = log sigma_hat on x_hat = x / alpha
-        u0, u1, scale0, scale1 = -lam(schedule, t_lo), -lam(schedule, t_hi), a0, a1
-        div_fn = divergence_fn(pf_ode_field(den, schedule), divergence, probe, num_probes)
+    field, u0, u1, scale0, scale1 = ode_variables(den, schedule, t_lo, t_hi, dt)
+    div_fn = divergence_fn(field, divergence, probe, num_probes)
     if divergence == "exact":
         probes = jnp.zeros((1,) + x.shape, dt)  # unused
     elif key is None:
@@ -140,7 +136,7 @@ def ode_log_likelihood(model_fn: Callable, schedule: Schedule, x, key, *, predic
     xh1, integral = sol.ys[0][-1], sol.ys[1][-1]
     D = x[0].size
     z = xh1 * scale1
-    std = jnp.sqrt(a1**2 + schedule.sigma(t_hi) ** 2)
+    std = jnp.sqrt(schedule.alpha(t_hi) ** 2 + schedule.sigma(t_hi) ** 2)
     zf = z.reshape(z.shape[0], -1)
     prior_logp = -0.5 * jnp.sum((zf / std) ** 2, -1) - D * (jnp.log(std) + 0.5 * math.log(2 * math.pi))
     delta = integral + D * (jnp.log(scale1) - jnp.log(scale0))

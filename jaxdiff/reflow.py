@@ -20,7 +20,8 @@ import jax
 import jax.numpy as jnp
 
 from jaxdiff import samplers
-from jaxdiff.parameterization import to_x0_eps_at
+from jaxdiff.samplers.adaptive import velocity_field
+from jaxdiff.samplers.common import denoiser
 
 
 def reflow_pairs(model_fn: Callable, schedule, z, *, sampler: str = "dpmpp_2m", prediction: str = "velocity",
@@ -45,14 +46,10 @@ def straightness(model_fn: Callable, schedule, z, *, num_steps: int = 50, predic
                                     return_trajectory=True)
     xs = jnp.concatenate([z[None], traj[:-1]])  # x at ts[0..N-1]
     chord = z - x0
+    field = velocity_field(denoiser(model_fn, schedule, prediction, cond), schedule)
 
     def dev(x, t):
-        tb = jnp.full((x.shape[0],), t, x.dtype)
-        _, _, da, ds = schedule.rates(tb)
-        out = model_fn(x, tb, cond)[..., : x.shape[-1]]
-        x0_hat, eps_hat = to_x0_eps_at(out, prediction, x, schedule, tb)
-        u = da.reshape((-1,) + (1,) * (x.ndim - 1)) * x0_hat + ds.reshape((-1,) + (1,) * (x.ndim - 1)) * eps_hat
-        return jnp.mean((chord - u).reshape(x.shape[0], -1) ** 2, -1)
+        return jnp.mean((chord - field(t, x)).reshape(x.shape[0], -1) ** 2, -1)
 
     d = jax.lax.map(lambda a: dev(*a), (xs, ts[:-1]))  # [N, B], one network call per grid point
     w = -jnp.diff(ts)  # step lengths; trapezoid over [ts[N-1], ts[0]] plus the last step at its left value

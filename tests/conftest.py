@@ -27,6 +27,21 @@ def data_dir(tmp_path_factory):
     return str(tmp_path_factory.mktemp("data"))
 
 
+@pytest.fixture
+def two_step_run(data_dir):
+    """Shrink a config to a two-step training run in the shared data directory whose evaluation samples 16
+    images and takes the ODE bits/dim of 4 test images (end-to-end tests of train -> evaluate)."""
+
+    def shrink(c):
+        c.data.data_dir = data_dir
+        c.train.num_steps, c.train.checkpoint_every, c.train.sample_every = 2, 2, 2
+        c.eval.num_samples = c.sample.num_samples = c.sample.batch_size = 16
+        c.eval.ode_bpd_examples = 4
+        return c
+
+    return shrink
+
+
 @pytest.fixture(autouse=True, scope="module")
 def _free_compiled_programs():
     """Free every compiled program after each test module: one process runs the whole suite, and the

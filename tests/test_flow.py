@@ -217,18 +217,14 @@ def test_ode_likelihood_under_flow_schedule(name, x64):
 
 
 @pytest.mark.slow
-def test_flow_config_end_to_end(tmp_path, data_dir):
+def test_flow_config_end_to_end(tmp_path, two_step_run):
     """digits_flow:smoke trains a velocity model on the linear path through the generic loop; evaluate samples
     it from t = 1 and reports the flow ODE's bits/dim."""
     from experiments.configs.digits_flow import get_config
     from jaxdiff.evaluation.workdir import evaluate
     from jaxdiff.training.loop import train_and_evaluate
 
-    c = get_config("smoke")
-    c.data.data_dir = data_dir
-    c.train.num_steps, c.train.checkpoint_every, c.train.sample_every = 2, 2, 2
-    c.eval.num_samples = c.sample.num_samples = c.sample.batch_size = 16
-    c.eval.ode_bpd_examples = 4
+    c = two_step_run(get_config("smoke"))
     wd = str(tmp_path / "flow")
     train_and_evaluate(c, wd)
     m = evaluate(wd)

@@ -70,18 +70,14 @@ def test_input_scaled_unet_is_the_unet_on_scaled_input():
     np.testing.assert_allclose(np.asarray(out), np.asarray(ref), rtol=1e-5, atol=1e-6)
 
 
-def test_score_sde_config_end_to_end(tmp_path, data_dir):
+def test_score_sde_config_end_to_end(tmp_path, two_step_run):
     """digits_vesde:smoke trains, and evaluate reports the ODE bits/dim next to the FD."""
     from experiments.configs.digits_ncsn import get_config as ncsn_config
     from experiments.configs.digits_vesde import get_config
     from jaxdiff.evaluation.workdir import evaluate
     from jaxdiff.training.loop import train_and_evaluate
 
-    c = get_config("smoke,likelihood")
-    c.data.data_dir = data_dir
-    c.train.num_steps, c.train.checkpoint_every, c.train.sample_every = 2, 2, 2
-    c.eval.num_samples = c.sample.num_samples = c.sample.batch_size = 16
-    c.eval.ode_bpd_examples = 4
+    c = two_step_run(get_config("smoke,likelihood"))
     wd = str(tmp_path / "ve")
     train_and_evaluate(c, wd)
     m = evaluate(wd)

@@ -48,6 +48,17 @@ def velocity_field(den, schedule):
     return field
 
 
+def ode_variables(den, schedule, t_from, t_to, dtype):
+    """How the probability-flow ODE is integrated from ``t_from`` to ``t_to``: ``(field, s_from, s_to, scale_from,
+    scale_to)``, the state being x / scale. In u = log(sigma_hat) on x_hat = x / alpha (scale = alpha) for every
+    schedule, except the flow interpolants (alpha = 0 at t = 1, x_hat infinite): in t on x itself with the
+    velocity field."""
+    t0, t1 = jnp.asarray(t_from, dtype), jnp.asarray(t_to, dtype)
+    if alpha_vanishes(schedule):
+        return velocity_field(den, schedule), t0, t1, 1.0, 1.0
+    return pf_ode_field(den, schedule), -lam(schedule, t0), -lam(schedule, t1), schedule.alpha(t0), schedule.alpha(t1)
+
+
 def nfe_of(sol, solver: str):
     """Model evaluations of a diffrax solve: stages x (accepted + rejected) steps (+1 for the first FSAL
     evaluation)."""
@@ -70,20 +81,10 @@ def sample_ode(model_fn, schedule, x_T, key, *, num_steps: int | None = None, ts
     if ts is not None:
         t_max, t_min = ts[0], ts[-1]
     t_min = default_t_min(schedule) if t_min is None else t_min
-    if alpha_vanishes(schedule):
-        t0, t1 = jnp.asarray(t_max, x_T.dtype), jnp.asarray(t_min, x_T.dtype)
-        field = velocity_field(den, schedule)
-        sol = diffrax.diffeqsolve(
-            diffrax.ODETerm(lambda t, x, args: field(t, x)), ode_solver, t0=t0, t1=t1, dt0=(t1 - t0) / 32,
-            y0=x_T, stepsize_controller=diffrax.PIDController(rtol=rtol, atol=atol),
-            saveat=diffrax.SaveAt(t1=True), max_steps=max_steps)
-        return (sol.ys[-1], nfe_of(sol, solver)) if return_nfe else sol.ys[-1]
-    u0 = -lam(schedule, jnp.asarray(t_max, x_T.dtype))
-    u1 = -lam(schedule, jnp.asarray(t_min, x_T.dtype))
-    field = pf_ode_field(den, schedule)
+    field, u0, u1, scale0, scale1 = ode_variables(den, schedule, t_max, t_min, x_T.dtype)
     sol = diffrax.diffeqsolve(
         diffrax.ODETerm(lambda u, xh, args: field(u, xh)), ode_solver, t0=u0, t1=u1, dt0=(u1 - u0) / 32,
-        y0=x_T / schedule.alpha(t_max), stepsize_controller=diffrax.PIDController(rtol=rtol, atol=atol),
+        y0=x_T / scale0, stepsize_controller=diffrax.PIDController(rtol=rtol, atol=atol),
         saveat=diffrax.SaveAt(t1=True), max_steps=max_steps)
-    x = sol.ys[-1] * schedule.alpha(jnp.asarray(t_min, x_T.dtype))
+    x = sol.ys[-1] * scale1
     return (x, nfe_of(sol, solver)) if return_nfe else x

@@ -204,9 +204,6 @@ def check_values(config):
             raise ValueError(f"{name}={v}; allowed: a finite number >= 0")
     if t.init_from and not os.path.isdir(os.path.join(t.init_from, "checkpoints")):
         raise ValueError(f"train.init_from={t.init_from!r} is not a workdir with checkpoints")
-    if config.data.pairs and not os.path.isfile(config.data.pairs):
-        raise ValueError(f"data.pairs={config.data.pairs!r}: no such file (write it with python -m "
-                         "experiments.reflow)")
     if not 0.0 <= o.ema_decay <= 1.0:
         raise ValueError(f"optim.ema_decay={o.ema_decay}; allowed: 0 <= ema_decay <= 1")
     if config.task == "diffusion":
