@@ -10,6 +10,8 @@ import pytest
 
 from jaxdiff import samplers
 from jaxdiff import schedules as S
+from jaxdiff.samplers import multistep, singlestep
+from jaxdiff.samplers.multistep import rho
 from jaxdiff.testing import GaussianMixture, random_mixture
 
 T_MIN = 0.01
@@ -50,6 +52,16 @@ ORDERS = [  # (sampler, options, steps, expected global order)
     ("unipc", {"order": 2}, (40, 80, 160), 3),
     ("unipc", {"order": 2, "corrector": False}, (80, 160, 320), 2),
     ("dpmpp_2m_sde", {"eta": 0.0}, (80, 160, 320), 2),
+    ("dpmpp_2s", {}, (20, 40, 80), 2),
+    ("dpmpp_2s_ancestral", {"eta": 0.0}, (20, 40, 80), 2),
+    ("unipc", {"variant": "bh1"}, (40, 80, 160), 3),
+    ("unipc", {"order": 3, "final_corrector": True}, (20, 40, 80), 4),
+    # Linear multistep in rho = sigma / alpha; iPNDM's constant-step weights are checked on a rho-uniform
+    # grid below (on other grids they are only second order, as Adams-Bashforth with fixed weights is).
+    ("deis", {"order": 2, "spacing": "uniform"}, (40, 80, 160), 2),
+    ("deis", {"spacing": "uniform"}, (40, 80, 160), 3),
+    ("lms", {"order": 3, "spacing": "uniform"}, (40, 80, 160), 3),
+    ("lms", {"spacing": "uniform"}, (40, 80, 160), 4),
 ]
 
 
@@ -72,6 +84,100 @@ def test_unipc3_at_least_third_order(x64):
     errs = [rmse(samplers.sample_unipc(gmm.model_fn(sched), sched, x_T, None, num_steps=n, order=3,
                                        t_min=T_MIN), reference("vp", 2)) for n in steps]
     assert -np.polyfit(np.log(steps), np.log(errs), 1)[0] > 2.9, errs
+
+
+@pytest.mark.parametrize("order", [2, 3])
+def _rho_uniform_problem(n, t0=0.5, t1=0.05):
+    gmm, sched, x_T = make_problem("vp")
+    r = jnp.linspace(rho(sched, t0), rho(sched, t1), n + 1)
+    ts = sched.t_from_logsnr(-2 * jnp.log(r)).at[0].set(t0).at[-1].set(t1)
+    return gmm.model_fn(sched), sched, x_T, ts
+
+
+@pytest.mark.parametrize("order", [2, 4])
+def test_ipndm_order_on_rho_uniform_grid(order, x64):
+    """On a grid uniform in rho the constant-step Adams-Bashforth weights are exact: iPNDM-k equals LMS-k
+    and reaches order k (Zhang & Chen 2023)."""
+    model, sched, x_T, ts = _rho_uniform_problem(20)
+    np.testing.assert_allclose(samplers.sample_ipndm(model, sched, x_T, None, ts=ts, order=order),
+                               samplers.sample_lms(model, sched, x_T, None, ts=ts, order=order), atol=1e-11)
+    ref = samplers.sample_ode(model, sched, x_T, None, rtol=1e-12, atol=1e-12, solver="dopri8", t_max=0.5,
+                              t_min=0.05, max_steps=100_000)
+    steps = (20, 40, 80)
+    errs = [rmse(samplers.sample_ipndm(model, sched, x_T, None, ts=_rho_uniform_problem(n)[3], order=order), ref)
+            for n in steps]
+    slope = -np.polyfit(np.log(steps), np.log(errs), 1)[0]
+    assert abs(slope - order) < 0.35, (errs, slope)
+
+
+def test_multistep_weights_match_quadrature(x64):
+    """LMS and DEIS weights against scipy's adaptive quadrature of their defining integrals: the Lagrange
+    basis in rho (k-diffusion's linear_multistep_coeff) and in t times rho'(t) (DEIS tAB)."""
+    from scipy import integrate
+
+    sched = S.get_schedule("linear")
+    times = (0.41, 0.47, 0.55, 0.66)
+    s = 0.33
+    r = lambda t: float(rho(sched, jnp.asarray(t)))
+
+    def basis(nodes, j, u):
+        return np.prod([(u - nodes[m]) / (nodes[j] - nodes[m]) for m in range(len(nodes)) if m != j])
+
+    for k in (1, 2, 3, 4):
+        lms = multistep.lms_weights(sched, tuple(map(jnp.asarray, times)), jnp.asarray(s), k)
+        r_nodes = [r(t) for t in times[:k]]
+        for j in range(k):
+            want = integrate.quad(lambda u: basis(r_nodes, j, u), r(times[0]), r(s), epsabs=1e-13)[0]
+            np.testing.assert_allclose(float(lms[j]), want, rtol=1e-9, atol=1e-12)
+    vp = S.get_schedule("vp")  # smooth rho' (the discrete table's rho' jumps at every i / T)
+    drho_jit = jax.jit(jax.grad(lambda v: rho(vp, v)))
+    drho = lambda t: float(drho_jit(jnp.asarray(t, jnp.float64)))
+    for k in (1, 2, 3):
+        deis = multistep.deis_weights(vp, tuple(map(jnp.asarray, times)), jnp.asarray(s), k)
+        for j in range(k):
+            want = integrate.quad(lambda u: basis(times[:k], j, u) * drho(u), times[0], s, epsabs=1e-13)[0]
+            np.testing.assert_allclose(float(deis[j]), want, rtol=1e-9)
+
+
+def test_deis1_is_ddim_and_2s_ancestral_noise(x64):
+    """DEIS with one eps (constant extrapolation) is DDIM on any grid; the ancestral 2S step's noise is
+    k-diffusion's split: with eta = 1 the first-order part of the step has DDPM's posterior variance."""
+    gmm, sched, x_T = make_problem("vp")
+    model = gmm.model_fn(sched)
+    a = samplers.sample_deis(model, sched, x_T, None, num_steps=7, order=1, t_min=T_MIN)
+    b = samplers.sample_ddim(model, sched, x_T, None, num_steps=7, spacing="logsnr", t_min=T_MIN)
+    np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-10)
+    t, s = jnp.asarray(0.6), jnp.asarray(0.4)
+    t_down, r_up = singlestep.ancestral_split(sched, t, s, 1.0)
+    r_t, r_s, r_d = rho(sched, t), rho(sched, s), rho(sched, t_down)
+    np.testing.assert_allclose(r_d**2 + r_up**2, r_s**2, rtol=1e-10)
+    np.testing.assert_allclose(r_up**2, r_s**2 * (r_t**2 - r_s**2) / r_t**2, rtol=1e-10)
+    # eta = 1 with the ODE's first-order part: x_s = alpha_s (x0 + rho_d eps) + alpha_s rho_up z matches
+    # DDPM's posterior q(x_s | x_t, x0) in the VE limit; here: its noise variance is alpha_s^2 rho_up^2.
+    t_d0, r_up0 = singlestep.ancestral_split(sched, t, s, 0.0)
+    assert float(r_up0) == 0.0 and float(t_d0) == float(s)
+
+
+@pytest.mark.parametrize("name,opts", [("dpmpp_2m", {}), ("dpmpp_3m", {}), ("unipc", {"order": 3}),
+                                       ("ipndm", {}), ("deis", {}), ("lms", {})])
+def test_lower_order_final(name, opts, x64):
+    """lower_order_final changes only the last steps of a grid of fewer than 15 steps: with it the last step
+    is first order, i.e. one DDIM step from the state before it."""
+    gmm, sched, x_T = make_problem("vp")
+    model = gmm.model_fn(sched)
+    ts = samplers.time_grid(sched, 6, "logsnr", t_min=T_MIN)
+    opts = dict(opts, **({"order": 3} if name in ("ipndm", "lms", "deis") else {}))
+    full = samplers.sample(name, model, sched, x_T, None, ts=ts, lower_order_final=True, **opts)
+    assert rmse(full, samplers.sample(name, model, sched, x_T, None, ts=ts, lower_order_final=False, **opts)) > 1e-6
+    if name != "unipc":  # UniPC's corrector changes the state before the last step (not in the trajectory)
+        _, traj = samplers.sample(name, model, sched, x_T, None, ts=ts, lower_order_final=True,
+                                  return_trajectory=True, **opts)
+        want = samplers.sample_ddim(model, sched, traj[-2], None, ts=ts[-2:])
+        np.testing.assert_allclose(full, want, rtol=1e-9, atol=1e-9)
+    long = samplers.time_grid(sched, 15, "logsnr", t_min=T_MIN)
+    np.testing.assert_array_equal(
+        samplers.sample(name, model, sched, x_T, None, ts=long, lower_order_final=True, **opts),
+        samplers.sample(name, model, sched, x_T, None, ts=long, lower_order_final=False, **opts))
 
 
 @pytest.mark.parametrize("order", [2, 3])
@@ -250,6 +356,10 @@ def test_grids():
     (lambda m, s, x: samplers.sample("heun", m, s, x, None, num_steps=3, spacing="log"), "spacing"),
     (lambda m, s, x: samplers.sample("ddim", m, s, x, None, num_steps=3, prediction="e"), "prediction"),
     (lambda m, s, x: samplers.sample("dpm_solver", m, s, x, None, num_steps=3, order=4), "order"),
+    (lambda m, s, x: samplers.sample("ipndm", m, s, x, None, num_steps=3), "order 4 needs at least 4 steps"),
+    (lambda m, s, x: samplers.sample("deis", m, s, x, None, num_steps=5, order=4), r"\[1, 2, 3\]"),
+    (lambda m, s, x: samplers.sample("unipc", m, s, x, None, num_steps=5, variant="bh3"), "bh1"),
+    (lambda m, s, x: samplers.sample("dpmpp_2s", m, s, x, None, num_steps=5, r=1.5), "r must"),
 ])
 def test_bad_input(call, match):
     def model(x, t, cond=None):

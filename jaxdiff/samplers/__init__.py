@@ -25,7 +25,9 @@ from jaxdiff.samplers.dpmpp import (
 )
 from jaxdiff.samplers.edm import sample_euler, sample_heun
 from jaxdiff.samplers.flow import sample_flow_sde
+from jaxdiff.samplers.multistep import sample_deis, sample_ipndm, sample_lms
 from jaxdiff.samplers.sde import langevin_corrector, sample_annealed_langevin, sample_pc
+from jaxdiff.samplers.singlestep import sample_dpmpp_2s, sample_dpmpp_2s_ancestral
 from jaxdiff.samplers.timegrids import SPACINGS, check_grid, default_t_min, karras_sigmas, time_grid
 from jaxdiff.samplers.unipc import sample_unipc, unipc_update
 
@@ -38,7 +40,12 @@ SAMPLERS = {
     "dpmpp_2m": sample_dpmpp_2m,
     "dpmpp_3m": sample_dpmpp_3m,
     "dpmpp_2m_sde": sample_dpmpp_2m_sde,
+    "dpmpp_2s": sample_dpmpp_2s,
+    "dpmpp_2s_ancestral": sample_dpmpp_2s_ancestral,
     "unipc": sample_unipc,
+    "ipndm": sample_ipndm,
+    "deis": sample_deis,
+    "lms": sample_lms,
     "pc": sample_pc,
     "annealed_langevin": sample_annealed_langevin,
     "ode": sample_ode,
@@ -46,7 +53,9 @@ SAMPLERS = {
 }
 # The spacing each sampler's grid takes by default (imputation and SDEdit build their grids with it).
 DEFAULT_SPACING = {"euler": "karras", "heun": "karras", "dpm_solver": "logsnr", "dpmpp_2m": "logsnr",
-                   "dpmpp_3m": "logsnr", "dpmpp_2m_sde": "logsnr", "unipc": "logsnr"}
+                   "dpmpp_3m": "logsnr", "dpmpp_2m_sde": "logsnr", "dpmpp_2s": "logsnr",
+                   "dpmpp_2s_ancestral": "logsnr", "unipc": "logsnr", "ipndm": "logsnr", "deis": "logsnr",
+                   "lms": "logsnr"}
 
 
 def get_sampler(name: str):
@@ -62,7 +71,8 @@ def sample(name: str, model_fn, schedule, x_T, key, **options):
 
 def nfe(name: str, schedule, *, num_steps: int | None = None, ts=None, order: int = 3,
         n_corrector_steps: int = 1, n_steps_each: int = 100, high_order_warmup: bool = False,
-        denoise_final: bool = True, **grid_options) -> int:
+        denoise_final: bool = True, final_corrector: bool = False, corrector: bool = True,
+        **grid_options) -> int:
     """Network evaluations of one run of sampler ``name`` on its grid (``num_steps`` or ``ts``); the
     adaptive ``ode`` sampler reports its own (``return_nfe=True``)."""
     get_sampler(name)
@@ -72,12 +82,15 @@ def nfe(name: str, schedule, *, num_steps: int | None = None, ts=None, order: in
         spacing = grid_options.pop("spacing", DEFAULT_SPACING.get(name, "uniform"))
         if name == "ddpm" and num_steps is None:
             num_steps = schedule.num_steps
+        grid_options = {k: v for k, v in grid_options.items() if k in ("t_max", "t_min", "sigma_max")}
         ts = time_grid(schedule, num_steps, spacing, **grid_options)
     ts = jnp.asarray(ts)
     n = int(ts.shape[0]) - 1
     to_zero = bool(schedule.sigma(ts[-1]) == 0)  # the last step returns x0_hat: one evaluation
-    if name == "heun":
+    if name in ("heun", "dpmpp_2s", "dpmpp_2s_ancestral"):
         return 2 * n - int(to_zero)
+    if name == "unipc":
+        return n + int(final_corrector and corrector and not to_zero)
     if name == "dpm_solver":
         return order * n - (order - 1) * int(to_zero)
     if name == "dpmpp_3m":

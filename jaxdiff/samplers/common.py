@@ -102,3 +102,15 @@ def safe_where_zero(sigma_next, x0, x_update):
 
 def step_key(key, i):
     return jax.random.fold_in(key, i)
+
+
+LOWER_ORDER_FINAL_BELOW = 15  # diffusers' rule: lower the final orders only on grids of fewer steps
+
+
+def step_order(order: int, i, n: int, lower_order_final: bool):
+    """The order of step i of a multistep solver on an n-step grid: min(order, i + 1) (the warm-up), and with
+    ``lower_order_final`` on a grid of fewer than 15 steps also min(.., n - i) (diffusers'
+    ``lower_order_final``: the last step first order, the one before at most second, ...). Below 15 steps a
+    high-order last step is unstable; above, the rule would cost the global order for nothing."""
+    k = jnp.minimum(order, i + 1)
+    return jnp.minimum(k, n - i) if lower_order_final and n < LOWER_ORDER_FINAL_BELOW else k

@@ -6,16 +6,21 @@ chosen by ``lax.switch``: each step runs one predictor and one corrector formula
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 
-from jaxdiff.samplers.common import finish, lam, prepare, safe_where_zero, scan_steps
+from jaxdiff.samplers.common import finish, lam, prepare, safe_where_zero, scan_steps, step_order
+
+VARIANTS = ("bh1", "bh2")
 
 
-def _unipc_b(hh, order: int):
-    """b_k = h_phi_k * k! / B(h), k = 1..order (Zhao et al. 2023 eq. 8, B(h) = e^{h} - 1 with h -> -h)."""
+def _unipc_b(hh, order: int, variant: str = "bh2"):
+    """b_k = h_phi_k * k! / B(h), k = 1..order (Zhao et al. 2023 eq. 8 with h -> -h): B(h) = h ("bh1") or
+    e^h - 1 ("bh2")."""
     h_phi_1 = jnp.expm1(hh)
-    B_h = h_phi_1
+    B_h = hh if variant == "bh1" else h_phi_1
     h_phi_k = h_phi_1 / hh - 1.0
     b, fact = [], 1.0
     for k in range(1, order + 1):
@@ -38,7 +43,7 @@ def _solve_rhos(rks, b):
     return list(jnp.linalg.solve(R, jnp.stack(b)))
 
 
-def unipc_update(schedule, x, s0, t, ms, lams, order: int, model_t=None):
+def unipc_update(schedule, x, s0, t, ms, lams, order: int, model_t=None, variant: str = "bh2"):
     """UniP (``model_t`` None) or UniC (``model_t`` = data prediction at t) update s0 -> t of order
     ``order`` (static) with history ``ms = (m_s0, m_prev1, m_prev2)`` at ``lams`` (Zhao et al. 2023,
     Algorithms 2 and 3, as in the reference implementation)."""
@@ -51,7 +56,7 @@ def unipc_update(schedule, x, s0, t, ms, lams, order: int, model_t=None):
         rks.append(rk)
         D1s.append((ms[k] - m0) / rk)
     rks.append(jnp.ones_like(h))
-    b, h_phi_1, B_h = _unipc_b(-h, order)
+    b, h_phi_1, B_h = _unipc_b(-h, order, variant)
     x_lin = schedule.sigma(t) / schedule.sigma(s0) * x - schedule.alpha(t) * h_phi_1 * m0
     if model_t is None:  # predictor
         if order == 1:
@@ -64,37 +69,66 @@ def unipc_update(schedule, x, s0, t, ms, lams, order: int, model_t=None):
     return x_lin - schedule.alpha(t) * B_h * res
 
 
-def unipc_sample(den, schedule, x_T, ts, order: int, corrector: bool = True, return_trajectory=False):
-    """UniP-``order`` (+ UniC) over the grid ``ts``; step i predicts with order min(order, i + 1) and
-    corrects with the previous step's order."""
+def unipc_sample(den, schedule, x_T, ts, order: int, corrector: bool = True, *, variant: str = "bh2",
+                 lower_order_final: bool = False, final_corrector: bool = False, return_trajectory=False):
+    """UniP-``order`` (+ UniC) over the grid ``ts``; step i predicts with order
+    :func:`~jaxdiff.samplers.common.step_order` and corrects with the previous step's order. With
+    ``final_corrector`` one more evaluation at the last time corrects the last step too (unless it ends at
+    sigma = 0, where the result is x0_hat)."""
     z, zero = jnp.zeros_like(x_T), jnp.zeros((), x_T.dtype)
     orders = range(1, order + 1)
+    n = ts.shape[0] - 1
+    upd = functools.partial(unipc_update, schedule, variant=variant)
 
     def step(carry, t, s, i):
         x, x_prev, t_prev, m1, m2, m3, l1, l2, l3 = carry
         m0, _ = den(x, t)
         l0 = lam(schedule, t)
         if corrector:  # UniC: correct x_t with the new evaluation (no correction before the first step)
-            correct = [lambda: x] + [lambda k=k: unipc_update(schedule, x_prev, t_prev, t, (m1, m2, m3),
-                                                               (l1, l2, l3), k, model_t=m0) for k in orders]
-            x = jax.lax.switch(jnp.minimum(order, i), correct)
+            correct = [lambda: x] + [lambda k=k: upd(x_prev, t_prev, t, (m1, m2, m3), (l1, l2, l3), k, model_t=m0)
+                                     for k in orders]
+            x = jax.lax.switch(jnp.where(i > 0, step_order(order, i - 1, n, lower_order_final), 0), correct)
         s_safe = jnp.where(jnp.isinf(lam(schedule, s)), t, s)
-        predict = [lambda k=k: unipc_update(schedule, x, t, s_safe, (m0, m1, m2), (l0, l1, l2), k) for k in orders]
-        xp = safe_where_zero(schedule.sigma(s), m0, jax.lax.switch(jnp.minimum(order, i + 1) - 1, predict))
+        predict = [lambda k=k: upd(x, t, s_safe, (m0, m1, m2), (l0, l1, l2), k) for k in orders]
+        k = step_order(order, i, n, lower_order_final)
+        xp = safe_where_zero(schedule.sigma(s), m0, jax.lax.switch(k - 1, predict))
         return (xp, x, t, m0, m1, m2, l0, l1, l2)
 
     init = (x_T, x_T, ts[0], z, z, z, zero - 1, zero - 2, zero - 3)
-    (x, *_), traj = scan_steps(step, init, ts, return_trajectory)
+    (x, x_prev, t_prev, m1, m2, m3, l1, l2, l3), traj = scan_steps(step, init, ts, return_trajectory)
+    if final_corrector and corrector:
+        t_last = ts[-1]
+        k_last = step_order(order, n - 1, n, lower_order_final)
+
+        def correct_last(x):
+            m_last, _ = den(x, t_last)
+            return jax.lax.switch(k_last - 1, [lambda k=k: upd(x_prev, t_prev, t_last, (m1, m2, m3), (l1, l2, l3),
+                                                                k, model_t=m_last) for k in orders])
+
+        x = jax.lax.cond(schedule.sigma(t_last) > 0, correct_last, lambda x: x, x)
+        if return_trajectory:
+            traj = traj.at[-1].set(x)
     return finish(x, traj, return_trajectory)
 
 
 def sample_unipc(model_fn, schedule, x_T, key, *, num_steps: int | None = None, ts=None, prediction: str = "eps",
-                 order: int = 2, corrector: bool = True, spacing: str = "logsnr", t_max: float = 1.0,
-                 t_min=None, cond=None, return_trajectory: bool = False):
+                 order: int = 2, corrector: bool = True, variant: str = "bh2", lower_order_final: bool = True,
+                 final_corrector: bool = False, spacing: str = "logsnr", t_max: float = 1.0, t_min=None, cond=None,
+                 return_trajectory: bool = False):
     """UniPC (Zhao et al. 2023): UniP-``order`` predictor + UniC corrector (order + 1 accurate), multistep
-    on data predictions, warmed up with lower orders. NFE = num_steps."""
+    on data predictions, warmed up with lower orders.
+
+    ``variant``: B(h) = h ("bh1", for few steps on unconditional models in the paper) or e^h - 1 ("bh2",
+    diffusers' default). ``lower_order_final``: on grids of fewer than 15 steps the last steps use at most
+    the steps left as their order (diffusers' default). ``final_corrector``: correct the last step as well
+    (one more evaluation; nothing to correct when the grid ends at sigma = 0). NFE = num_steps
+    (+1 with ``final_corrector`` on a grid ending above sigma = 0)."""
     if order not in (1, 2, 3):
-        raise ValueError(f"unipc order must be 1, 2 or 3, got {order}")
+        raise ValueError(f"unipc order must be 1, 2 or 3, got {order!r}")
+    if variant not in VARIANTS:
+        raise ValueError(f"unipc variant must be one of {list(VARIANTS)}, got {variant!r}")
     den, ts = prepare(model_fn, schedule, x_T, ts=ts, num_steps=num_steps, prediction=prediction, spacing=spacing,
                       t_max=t_max, t_min=t_min, cond=cond)
-    return unipc_sample(den, schedule, x_T, ts, order, corrector, return_trajectory)
+    return unipc_sample(den, schedule, x_T, ts, order, corrector, variant=variant,
+                        lower_order_final=lower_order_final, final_corrector=final_corrector,
+                        return_trajectory=return_trajectory)
