@@ -2,6 +2,7 @@
 
     python benchmarks/samplers.py            # both tables (a few minutes on 2 CPU cores)
     python benchmarks/samplers.py --only accuracy|overhead
+    python benchmarks/samplers.py --only peers   # against diffusers and k-diffusion (sampler_peers.py)
 
 Accuracy: RMSE of each deterministic sampler's endpoint to the exact PF-ODE solution (diffrax Dopri8,
 rtol = atol = 1e-12, float64) from the same x_T, on Gaussian mixtures with the exact eps model (VP SDE,
@@ -30,7 +31,8 @@ NFES = (5, 10, 15, 20, 50)
 SAMPLERS = {
     "ddim": ({}, 1), "euler": ({}, 1), "heun": ({}, 2), "dpm_solver-2": ({"order": 2}, 2),
     "dpm_solver-3": ({"order": 3}, 3), "dpmpp_2m": ({}, 1), "dpmpp_3m": ({}, 1),
-    "unipc-2": ({"order": 2}, 1), "unipc-3": ({"order": 3}, 1),
+    "unipc-2": ({"order": 2}, 1), "unipc-3": ({"order": 3}, 1), "dpmpp_2s": ({}, 2), "ipndm": ({}, 1),
+    "deis": ({}, 1), "lms": ({}, 1),
 }
 
 
@@ -52,7 +54,7 @@ def accuracy_table(dim: int, n: int = 256, t_min: float = 1e-3):
             errs = []
             for nfe in NFES:
                 steps = nfe // per
-                if steps < 1 or (name == "heun" and nfe % 2):
+                if steps < 1 or (per == 2 and nfe % 2):
                     errs.append(None)
                     continue
                 x = samplers.sample(name, model, sched, x_T, None, num_steps=steps, t_min=t_min, **opts)
@@ -135,10 +137,17 @@ def overhead_table(batch=256, dim=64, nfe=50):
 
 
 def main():
-    print(stamp_line("python benchmarks/samplers.py > benchmarks/results/samplers.md") + "\n")
     p = argparse.ArgumentParser()
-    p.add_argument("--only", choices=["accuracy", "overhead"], default=None)
+    p.add_argument("--only", choices=["accuracy", "overhead", "peers"], default=None)
     a = p.parse_args()
+    if a.only == "peers":  # needs the [bench] extra and k-diffusion (sampler_peers.py's docstring)
+        import sampler_peers
+
+        print(stamp_line("python benchmarks/samplers.py --only peers > benchmarks/results/samplers_peers.md"))
+        with jax.enable_x64(True):
+            sampler_peers.main()
+        return
+    print(stamp_line("python benchmarks/samplers.py > benchmarks/results/samplers.md") + "\n")
     if a.only in (None, "accuracy"):
         for dim in (2, 64):
             print_accuracy(dim, accuracy_table(dim))
