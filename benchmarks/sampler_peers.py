@@ -48,11 +48,10 @@ MIXTURE_SEED, NOISE_SEED = 0, 1
 JAXDIFF = {
     "ddim": ("ddim", {}), "euler": ("euler", {}), "heun": ("heun", {}), "dpmpp_2s": ("dpmpp_2s", {}),
     "dpmpp_2m": ("dpmpp_2m", {}), "dpmpp_3m": ("dpmpp_3m", {}),
-    "unipc-2 bh2": ("unipc", {}), "unipc-2 bh1": ("unipc", {"variant": "bh1"}),
-    "unipc-3 bh2": ("unipc", {"order": 3}), "unipc-3 bh1": ("unipc", {"order": 3, "variant": "bh1"}),
+    "unipc-2 bh2": ("unipc", {}), "unipc-2 bh1": ("unipc", {"variant": "bh1"}), "unipc-3 bh2": ("unipc", {"order": 3}),
     "ipndm-4": ("ipndm", {}), "ipndm-3": ("ipndm", {"order": 3}), "deis-3": ("deis", {}), "lms-4": ("lms", {}),
 }
-SPACINGS = ("logsnr", "uniform", "trailing", "karras")  # and each sampler's default (one of these: its row is reused)
+SPACINGS = ("logsnr", "uniform", "trailing")  # and each sampler's default (one of these: its row is reused)
 
 
 def load_k_sampling():
@@ -248,8 +247,10 @@ def run_problem(spec, peers_d, peers_k):
     rows = {}
     for label, (name, opts) in JAXDIFF.items():
         for sp in SPACINGS:
-            if name in ("euler", "heun") and sp != "karras":
-                continue
+            if name in ("euler", "heun"):  # EDM's samplers on their own (karras) grid only
+                sp = "karras"
+                if f"jaxdiff {label}, {sp} grid" in rows:
+                    continue
             row = jaxdiff_row(p, name, opts, sp)
             rows[f"jaxdiff {label}, {sp} grid"] = row
             if sp == samplers.DEFAULT_SPACING.get(name, "uniform"):

@@ -144,7 +144,7 @@ def test_deis1_is_ddim_and_2s_ancestral_noise(x64):
     k-diffusion's split: with eta = 1 the first-order part of the step has DDPM's posterior variance."""
     gmm, sched, x_T = make_problem("vp")
     model = gmm.model_fn(sched)
-    a = samplers.sample_deis(model, sched, x_T, None, num_steps=7, order=1, t_min=T_MIN)
+    a = samplers.sample_deis(model, sched, x_T, None, num_steps=7, order=1, spacing="logsnr", t_min=T_MIN)
     b = samplers.sample_ddim(model, sched, x_T, None, num_steps=7, spacing="logsnr", t_min=T_MIN)
     np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-10)
     t, s = jnp.asarray(0.6), jnp.asarray(0.4)
@@ -340,6 +340,9 @@ def test_grids():
     sched = S.get_schedule("linear")
     np.testing.assert_allclose(samplers.time_grid(sched, 4, "trailing") * 1000, [1000, 750, 500, 250, 0])
     np.testing.assert_allclose(samplers.time_grid(sched, 4, "leading") * 1000, [751, 501, 251, 1, 0])
+    # trailing on a continuous schedule that ends at zero noise: the last step from t_max / N straight to 0
+    np.testing.assert_allclose(samplers.time_grid(S.get_schedule("vp"), 4, "trailing", t_min=0.0),
+                               [1, 0.75, 0.5, 0.25, 0], atol=1e-7)
     g = samplers.time_grid(sched, 10, "karras")
     assert g.shape == (11,) and float(g[-1]) == 0 and bool(jnp.all(jnp.diff(g) < 0))
     edm = S.get_schedule("edm")

@@ -54,8 +54,8 @@ SAMPLERS = {
 # The spacing each sampler's grid takes by default (imputation and SDEdit build their grids with it).
 DEFAULT_SPACING = {"euler": "karras", "heun": "karras", "dpm_solver": "logsnr", "dpmpp_2m": "logsnr",
                    "dpmpp_3m": "logsnr", "dpmpp_2m_sde": "logsnr", "dpmpp_2s": "logsnr",
-                   "dpmpp_2s_ancestral": "logsnr", "unipc": "logsnr", "ipndm": "logsnr", "deis": "logsnr",
-                   "lms": "logsnr"}
+                   "dpmpp_2s_ancestral": "logsnr", "unipc": "logsnr", "ipndm": "trailing", "deis": "trailing",
+                   "lms": "trailing"}
 
 
 def get_sampler(name: str):

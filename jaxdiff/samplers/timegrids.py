@@ -1,7 +1,10 @@
 """Time grids for samplers: plain functions returning decreasing arrays ``t_0 = t_max > ... > t_N``.
 
 * ``uniform`` (DDIM "linspace"), ``quadratic`` (DDIM's quadratic spacing), ``trailing`` and ``leading``
-  (Lin et al. 2023, Table 2) -- on a discrete schedule these are integer steps i/T (respacing);
+  (Lin et al. 2023, Table 2) -- on a discrete schedule these are integer steps i/T (respacing). ``trailing``
+  is uniform in t from t_max and ends with one step from t_max / N straight to t = 0 (whose result is the
+  data prediction) on any schedule that ends at zero noise, instead of stepping down to the smallest noise
+  level first: the few-step default of the multistep solvers (benchmarks/results/samplers_peers.md);
 * ``logsnr``: uniform in lambda = logsnr/2 (DPM-Solver's "logSNR" spacing);
 * ``karras``: sigma_hat = sigma/alpha spaced with rho = 7 (Karras et al. 2022 eq. 5).
 
@@ -99,7 +102,9 @@ def time_grid(schedule: Schedule, num_steps: int, spacing: str = "uniform", t_ma
         rest = time_grid(schedule, n_pts - 2, spacing, t_top, t_min, sigma_max)
         tail = [jnp.zeros(1, rest.dtype)] if append_zero else []
         return jnp.concatenate([jnp.asarray([t_max], rest.dtype), rest] + tail)
-    if spacing in ("uniform", "trailing", "leading"):
+    if spacing == "trailing" and append_zero:  # Lin et al. 2023: t_max (1 - i / N), the last step from t_max / N
+        ts = t_max * (1.0 - jnp.arange(n_pts) / num_steps)  # straight to 0 (the final denoising step)
+    elif spacing in ("uniform", "trailing", "leading"):
         ts = jnp.linspace(t_max, t_min, n_pts)
     elif spacing == "quadratic":
         ts = t_min + (t_max - t_min) * jnp.linspace(1.0, 0.0, n_pts) ** 2
