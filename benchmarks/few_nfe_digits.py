@@ -20,24 +20,21 @@ import time
 
 # label -> (sampler, options); the first row is each sampler at its registry defaults.
 SETTINGS = (
-    ("ddim (uniform grid)", "ddim", {}),
-    ("dpmpp_2m (defaults)", "dpmpp_2m", {}),
+    ("ddim (defaults: uniform grid)", "ddim", {}),
+    ("dpmpp_2m (defaults: logSNR grid)", "dpmpp_2m", {}),
     ("dpmpp_2m, uniform grid", "dpmpp_2m", {"spacing": "uniform"}),
-    ("dpmpp_3m, uniform grid", "dpmpp_3m", {"spacing": "uniform"}),
-    ("unipc-2 bh2 (defaults)", "unipc", {}),
-    ("unipc-2 bh2, uniform grid", "unipc", {"spacing": "uniform"}),
-    ("unipc-2 bh1, uniform grid", "unipc", {"spacing": "uniform", "variant": "bh1"}),
-    ("unipc-3 bh1, uniform grid", "unipc", {"spacing": "uniform", "variant": "bh1", "order": 3}),
-    ("ipndm-4 (defaults)", "ipndm", {}),
-    ("ipndm-4, uniform grid", "ipndm", {"spacing": "uniform"}),
-    ("ipndm-3, uniform grid", "ipndm", {"spacing": "uniform", "order": 3}),
-    ("deis-3 (defaults)", "deis", {}),
-    ("deis-3, uniform grid", "deis", {"spacing": "uniform"}),
-    ("lms-4, uniform grid", "lms", {"spacing": "uniform"}),
     ("dpmpp_2m, trailing grid", "dpmpp_2m", {"spacing": "trailing"}),
+    ("dpmpp_3m, trailing grid", "dpmpp_3m", {"spacing": "trailing"}),
+    ("unipc-2 bh2 (defaults: logSNR grid)", "unipc", {}),
     ("unipc-2 bh2, trailing grid", "unipc", {"spacing": "trailing"}),
-    ("ipndm-4, trailing grid", "ipndm", {"spacing": "trailing"}),
-    ("deis-3, trailing grid", "deis", {"spacing": "trailing"}),
+    ("unipc-2 bh1, trailing grid", "unipc", {"spacing": "trailing", "variant": "bh1"}),
+    ("unipc-3 bh2, trailing grid", "unipc", {"spacing": "trailing", "order": 3}),
+    ("ipndm-4 (defaults: trailing grid)", "ipndm", {}),
+    ("ipndm-4, uniform grid", "ipndm", {"spacing": "uniform"}),
+    ("ipndm-3, trailing grid", "ipndm", {"order": 3}),
+    ("deis-3 (defaults: trailing grid)", "deis", {}),
+    ("deis-3, uniform grid", "deis", {"spacing": "uniform"}),
+    ("lms-4 (defaults: trailing grid)", "lms", {}),
 )
 NFES = (4, 5, 6, 8, 10)
 
