@@ -70,8 +70,9 @@ def test_neither_num_steps_nor_grid():
 @pytest.mark.parametrize("name,opts", [
     ("ddpm", {}), ("ddim", {}), ("euler", {}), ("heun", {}), ("dpm_solver", {"order": 2}),
     ("dpm_solver", {"order": 3}), ("dpmpp_2m", {}), ("dpmpp_3m", {}), ("dpmpp_3m", {"high_order_warmup": True}),
-    ("dpmpp_2m_sde", {}), ("unipc", {}), ("pc", {"n_corrector_steps": 2}),
-    ("annealed_langevin", {"n_steps_each": 3})])
+    ("dpmpp_2m_sde", {}), ("unipc", {}), ("unipc", {"final_corrector": True}), ("pc", {"n_corrector_steps": 2}),
+    ("annealed_langevin", {"n_steps_each": 3}), ("dpmpp_2s", {}), ("dpmpp_2s_ancestral", {}), ("ipndm", {}),
+    ("deis", {}), ("lms", {})])
 @pytest.mark.parametrize("sched_name", ["vp", "linear"])
 def test_nfe_counts_the_model_calls(name, opts, sched_name):
     sched = S.get_schedule(sched_name)
