@@ -362,6 +362,8 @@ def test_grids():
     (lambda m, s, x: samplers.sample("ipndm", m, s, x, None, num_steps=3), "order 4 needs at least 4 steps"),
     (lambda m, s, x: samplers.sample("deis", m, s, x, None, num_steps=5, order=4), r"\[1, 2, 3\]"),
     (lambda m, s, x: samplers.sample("unipc", m, s, x, None, num_steps=5, variant="bh3"), "bh1"),
+    (lambda m, s, x: samplers.sample("unipc", m, s, x, None, num_steps=2, order=3), "order 3 needs at least 3"),
+    (lambda m, s, x: samplers.sample("dpmpp_3m", m, s, x, None, num_steps=2), "order 3 needs at least 3"),
     (lambda m, s, x: samplers.sample("dpmpp_2s", m, s, x, None, num_steps=5, r=1.5), "r must"),
 ])
 def test_bad_input(call, match):

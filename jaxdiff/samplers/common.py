@@ -114,3 +114,12 @@ def step_order(order: int, i, n: int, lower_order_final: bool):
     high-order last step is unstable; above, the rule would cost the global order for nothing."""
     k = jnp.minimum(order, i + 1)
     return jnp.minimum(k, n - i) if lower_order_final and n < LOWER_ORDER_FINAL_BELOW else k
+
+
+def check_order(sampler: str, order, allowed, num_steps: int):
+    """A named error for an order outside ``allowed`` or a grid with fewer steps than the order needs."""
+    if order not in allowed:
+        raise ValueError(f"{sampler} order must be one of {list(allowed)}, got {order!r}")
+    if num_steps < order:
+        raise ValueError(f"{sampler} of order {order} needs at least {order} steps (its warm-up takes orders "
+                         f"1..{order}), got {num_steps}; lower the order or take more steps")

@@ -12,7 +12,16 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from jaxdiff.samplers.common import finish, lam, prepare, safe_where_zero, scan_steps, step_key, step_order
+from jaxdiff.samplers.common import (
+    check_order,
+    finish,
+    lam,
+    prepare,
+    safe_where_zero,
+    scan_steps,
+    step_key,
+    step_order,
+)
 
 
 def _h(schedule, t, s):
@@ -127,6 +136,7 @@ def sample_dpmpp_3m(model_fn, schedule, x_T, key, *, num_steps: int | None = Non
     NFE) for the guarantee. ``lower_order_final``: the last two steps at orders 2 and 1. NFE = num_steps (+1)."""
     den, ts = prepare(model_fn, schedule, x_T, ts=ts, num_steps=num_steps, prediction=prediction, spacing=spacing,
                       t_max=t_max, t_min=t_min, cond=cond)
+    check_order("dpmpp_3m", 3, (3,), ts.shape[0] - 1)
     return multistep_sample(den, schedule, x_T, ts, 3, high_order_warmup=high_order_warmup,
                             lower_order_final=lower_order_final, return_trajectory=return_trajectory)
 

@@ -26,7 +26,15 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxdiff.forward import bcast
-from jaxdiff.samplers.common import check_finite_start, finish, prepare, safe_where_zero, scan_steps, step_order
+from jaxdiff.samplers.common import (
+    check_finite_start,
+    check_order,
+    finish,
+    prepare,
+    safe_where_zero,
+    scan_steps,
+    step_order,
+)
 
 # Adams-Bashforth weights for equal steps, newest evaluation first (iPNDM).
 AB_WEIGHTS = {1: (1.0,), 2: (3 / 2, -1 / 2), 3: (23 / 12, -16 / 12, 5 / 12),
@@ -88,15 +96,6 @@ def deis_weights(schedule, times, s, k: int, quad: int = 16):
 
 
 WEIGHTS = {"ipndm": ipndm_weights, "lms": lms_weights, "deis": deis_weights}
-
-
-def check_order(sampler: str, order, allowed, num_steps: int):
-    """A named error for an order outside ``allowed`` or a grid with fewer steps than the order needs."""
-    if order not in allowed:
-        raise ValueError(f"{sampler} order must be one of {list(allowed)}, got {order!r}")
-    if num_steps < order:
-        raise ValueError(f"{sampler} of order {order} needs at least {order} steps (its warm-up takes orders "
-                         f"1..{order}), got {num_steps}; lower the order or take more steps")
 
 
 def linear_multistep_sample(den, schedule, x_T, ts, method: str, order: int, *, lower_order_final: bool = False,

@@ -11,7 +11,7 @@ import functools
 import jax
 import jax.numpy as jnp
 
-from jaxdiff.samplers.common import finish, lam, prepare, safe_where_zero, scan_steps, step_order
+from jaxdiff.samplers.common import check_order, finish, lam, prepare, safe_where_zero, scan_steps, step_order
 
 VARIANTS = ("bh1", "bh2")
 
@@ -123,12 +123,11 @@ def sample_unipc(model_fn, schedule, x_T, key, *, num_steps: int | None = None, 
     the steps left as their order (diffusers' default). ``final_corrector``: correct the last step as well
     (one more evaluation; nothing to correct when the grid ends at sigma = 0). NFE = num_steps
     (+1 with ``final_corrector`` on a grid ending above sigma = 0)."""
-    if order not in (1, 2, 3):
-        raise ValueError(f"unipc order must be 1, 2 or 3, got {order!r}")
     if variant not in VARIANTS:
         raise ValueError(f"unipc variant must be one of {list(VARIANTS)}, got {variant!r}")
     den, ts = prepare(model_fn, schedule, x_T, ts=ts, num_steps=num_steps, prediction=prediction, spacing=spacing,
                       t_max=t_max, t_min=t_min, cond=cond)
+    check_order("unipc", order, (1, 2, 3), ts.shape[0] - 1)
     return unipc_sample(den, schedule, x_T, ts, order, corrector, variant=variant,
                         lower_order_final=lower_order_final, final_corrector=final_corrector,
                         return_trajectory=return_trajectory)
