@@ -47,7 +47,7 @@ def main():
     args = ap.parse_args()
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-    from stamp import quality_cells, stamp, stamp_line, write_markdown
+    from stamp import floor_line, quality_cells, quality_fields, stamp, stamp_line, write_markdown
 
     from jaxdiff import samplers
     from jaxdiff.evaluation.workdir import evaluate
@@ -67,8 +67,7 @@ def main():
                 print(label, n, "skipped:", e, flush=True)
                 continue
             row = {"setting": label, "sampler": sampler, "options": options, "nfe": n, "seconds": time.time() - t0,
-                   **{k: r[k] for k in ("fd", "fd_ci", "fd_ratio", "fd_floor_train_vs_test", "fd_floor_ci",
-                                        "sample_frac_confident_0.9", "sample_class_balance_pvalue", "step")}}
+                   **quality_fields(r)}
             assert samplers.nfe(sampler, _schedule(args.workdir), num_steps=n, **options) == n
             out["rows"].append(row)
             print(json.dumps(row), flush=True)
@@ -76,8 +75,7 @@ def main():
         json.dump(out, f, indent=2)
     r0 = out["rows"][0]
     lines = ["# Few-step sampling of the main job's model", "", stamp_line(command), "",
-             f"Floor (300 train images vs test): {r0['fd_floor_train_vs_test']:.1f} "
-             f"[{r0['fd_floor_ci'][0]:.1f}, {r0['fd_floor_ci'][1]:.1f}]; model step {r0['step']}", "",
+             f"{floor_line(r0)}; model step {r0['step']}", "",
              "| setting | NFE | FD [95% interval] | FD / floor | confident (p >= 0.9) | class balance (chi^2 p) |",
              "|---|---|---|---|---|---|"]
     for r in out["rows"]:

@@ -40,7 +40,7 @@ def main():
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     import jax
     import numpy as np
-    from stamp import quality_cells, stamp, stamp_line, write_markdown
+    from stamp import floor_line, quality_cells, quality_fields, stamp, stamp_line, write_markdown
 
     from jaxdiff.evaluation.workdir import evaluate
     from jaxdiff.reflow import straightness
@@ -74,16 +74,14 @@ def main():
                 r = evaluate(wd, sampler=sampler, num_steps=n, vlb=False, ode=False, clip_x0=1.0, options=options)
                 row = {"run": label, "workdir": wd, "recipe": recipe, "sampler": name, "nfe": n,
                        "seconds": time.time() - t0,
-                       **{k: r[k] for k in ("fd", "fd_ci", "fd_ratio", "fd_floor_train_vs_test", "fd_floor_ci",
-                                            "sample_frac_confident_0.9", "sample_class_balance_pvalue", "step")}}
+                       **quality_fields(r)}
                 out["rows"].append(row)
                 print(json.dumps(row), flush=True)
     with open(args.out + ".json", "w") as f:
         json.dump(out, f, indent=2)
     r0 = out["rows"][0]
     lines = ["# Recipes on the digits at one training budget", "", stamp_line(command), "",
-             f"Floor (300 train images vs test): {r0['fd_floor_train_vs_test']:.1f} "
-             f"[{r0['fd_floor_ci'][0]:.1f}, {r0['fd_floor_ci'][1]:.1f}]", "",
+             floor_line(r0), "",
              "Straightness (Liu et al. 2023's S per dimension, 256 noise draws, Euler at 50 steps; 0 = straight): "
              + "; ".join(f"{k}: {v:.4f}" for k, v in out["straightness"].items()), "",
              "| run | recipe | sampler | NFE | FD [95% interval] | FD / floor | confident (p >= 0.9) "

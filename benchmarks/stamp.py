@@ -27,6 +27,20 @@ def stamp_line(command: str) -> str:
             f"flax {s['flax']}, optax {s['optax']}, numpy {s['numpy']}")
 
 
+QUALITY_KEYS = ("fd", "fd_ci", "fd_ratio", "fd_floor_train_vs_test", "fd_floor_ci", "sample_frac_confident_0.9",
+                "sample_class_balance_pvalue", "step")
+
+
+def quality_fields(r: dict) -> dict:
+    """The FD protocol's entries of an evaluation result (what a results row keeps)."""
+    return {k: r[k] for k in QUALITY_KEYS}
+
+
+def floor_line(r: dict) -> str:
+    return (f"Floor (300 train images vs test): {r['fd_floor_train_vs_test']:.1f} "
+            f"[{r['fd_floor_ci'][0]:.1f}, {r['fd_floor_ci'][1]:.1f}]")
+
+
 def quality_cells(r: dict) -> str:
     """The FD protocol's cells of one evaluated row: FD [95% interval] | FD / floor | confident | class balance."""
     return (f"{r['fd']:.1f} [{r['fd_ci'][0]:.1f}, {r['fd_ci'][1]:.1f}] | {r['fd_ratio']:.2f} | "
