@@ -271,7 +271,12 @@ def best(rows, prefix, i):
 def main():
     jax.config.update("jax_compilation_cache_dir", os.path.join(os.path.dirname(__file__), "..", ".jax_cache"))
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.2)
+    from importlib.metadata import version
+
     peers_d, peers_k = diffusers_peers(), k_diffusion_peers()
+    print(f"\nPeers: torch {version('torch')}, diffusers {version('diffusers')}, k-diffusion {version('k-diffusion')} "
+          f"(k_diffusion/sampling.py), scipy {version('scipy')}; float64 throughout (diffusers' internal tables are "
+          "its own dtype)")
     summary = []
     for spec in PROBLEMS:
         p, rows = run_problem(spec, peers_d, peers_k)
