@@ -112,7 +112,7 @@ def step_order(order: int, i, n: int, lower_order_final: bool):
     ``lower_order_final`` on a grid of fewer than 10 steps also min(.., n - i) (diffusers'
     ``lower_order_final``, which it applies below 15 steps: the last step first order, the one before at most
     second, ...). On the exact-mixture benchmark it cuts DPM-Solver++(3M)'s and UniPC-3's error at 5 steps
-    by up to 1.4x and raises it at 10 steps by up to 1.6x (benchmarks/results/samplers_peers.md, notes);
+    by up to 1.4x and raises it at 10 steps by up to 1.6x (benchmarks/results/lower_order_final.md);
     above the threshold it would also cost the global order."""
     k = jnp.minimum(order, i + 1)
     return jnp.minimum(k, n - i) if lower_order_final and n < LOWER_ORDER_FINAL_BELOW else k
