@@ -32,7 +32,7 @@ import numpy as np
 
 from jaxdiff import samplers
 from jaxdiff import schedules as S
-from jaxdiff.samplers.multistep import rho
+from jaxdiff.samplers.common import rho
 from jaxdiff.testing import random_mixture
 
 NFES = (4, 5, 6, 8, 10, 15, 20)

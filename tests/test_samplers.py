@@ -11,7 +11,7 @@ import pytest
 from jaxdiff import samplers
 from jaxdiff import schedules as S
 from jaxdiff.samplers import multistep, singlestep
-from jaxdiff.samplers.multistep import rho
+from jaxdiff.samplers.common import rho
 from jaxdiff.testing import GaussianMixture, random_mixture
 
 T_MIN = 0.01

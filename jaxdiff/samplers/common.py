@@ -95,6 +95,11 @@ def lam(schedule, t):
     return jnp.maximum(0.5 * schedule.logsnr(t), LAM_MIN)
 
 
+def rho(schedule, t):
+    """rho_t = sigma_t / alpha_t: EDM's sigma (sigma_hat), the noise level of x_hat = x / alpha."""
+    return schedule.sigma(t) / schedule.alpha(t)
+
+
 def safe_where_zero(sigma_next, x0, x_update):
     """The update, or x0 itself where the step ends at sigma = 0 (the final denoising step)."""
     return jnp.where(bcast(sigma_next == 0, x0), x0, x_update)

@@ -11,7 +11,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxdiff.forward import bcast
-from jaxdiff.samplers.common import check_finite_start, finish, prepare, scan_steps, step_key
+from jaxdiff.samplers.common import check_finite_start, finish, prepare, rho, scan_steps, step_key
 
 
 def edm_sample(den, schedule, x_T, ts, key, *, second_order: bool, S_churn=0.0, S_min=0.0,
@@ -19,17 +19,16 @@ def edm_sample(den, schedule, x_T, ts, key, *, second_order: bool, S_churn=0.0, 
     """Algorithm 2 over the grid ``ts`` with the denoiser ``den``."""
     num_steps = ts.shape[0] - 1
     check_finite_start(schedule, ts, "EDM's Euler / Heun sampler")
-    sig_hat = lambda t: schedule.sigma(t) / schedule.alpha(t)
     D = lambda xh, t: den(bcast(schedule.alpha(t), xh) * xh, t)[0]  # denoiser on x_hat
 
     def step(carry, t_cur, t_next, i):
         (x,) = carry
-        s_cur, s_next = sig_hat(t_cur), sig_hat(t_next)
+        s_cur, s_next = rho(schedule, t_cur), rho(schedule, t_next)
         xh = x / schedule.alpha(t_cur)
         if S_churn > 0:  # Increase noise temporarily.
             gamma = jnp.where((s_cur >= S_min) & (s_cur <= S_max), min(S_churn / num_steps, 2**0.5 - 1), 0.0)
             t_hat = jnp.clip(schedule.t_from_logsnr(-2 * jnp.log(s_cur * (1 + gamma))), t_cur, 1.0)
-            s_hat = sig_hat(t_hat)
+            s_hat = rho(schedule, t_hat)
             z = jax.random.normal(step_key(key, i), x.shape, x.dtype)
             xh = xh + jnp.sqrt(jnp.maximum(s_hat**2 - s_cur**2, 0.0)) * S_noise * z
         else:

@@ -31,6 +31,7 @@ from jaxdiff.samplers.common import (
     check_order,
     finish,
     prepare,
+    rho,
     safe_where_zero,
     scan_steps,
     step_order,
@@ -40,11 +41,6 @@ from jaxdiff.samplers.common import (
 AB_WEIGHTS = {1: (1.0,), 2: (3 / 2, -1 / 2), 3: (23 / 12, -16 / 12, 5 / 12),
               4: (55 / 24, -59 / 24, 37 / 24, -9 / 24)}
 MAX_ORDER = {"ipndm": 4, "lms": 4, "deis": 3}
-
-
-def rho(schedule, t):
-    """rho_t = sigma_t / alpha_t (EDM's sigma)."""
-    return schedule.sigma(t) / schedule.alpha(t)
 
 
 def _gauss_legendre(n: int):

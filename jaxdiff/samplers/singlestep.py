@@ -6,7 +6,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from jaxdiff.samplers.common import finish, prepare, scan_steps, step_key
+from jaxdiff.samplers.common import finish, prepare, rho, scan_steps, step_key
 from jaxdiff.samplers.dpmpp import dpmpp_2s_step
 
 
@@ -26,8 +26,7 @@ def ancestral_split(schedule, t, s, eta):
     deterministic step to rho_down and fresh noise rho_up, rho_up = min(rho_s, eta rho_s sqrt(1 - rho_s^2 /
     rho_t^2)), rho_down^2 = rho_s^2 - rho_up^2 (eta = 1: DDPM's posterior variance, to first order).
     Returns (t_down, rho_up)."""
-    r_t = schedule.sigma(t) / schedule.alpha(t)
-    r_s = schedule.sigma(s) / schedule.alpha(s)
+    r_t, r_s = rho(schedule, t), rho(schedule, s)
     r_up = jnp.minimum(r_s, eta * r_s * jnp.sqrt(jnp.maximum(1 - (r_s / r_t) ** 2, 0.0)))
     r_down = jnp.sqrt(jnp.maximum(r_s**2 - r_up**2, 0.0))
     t_down = jnp.where(r_down > 0, schedule.t_from_logsnr(-2 * jnp.log(jnp.maximum(r_down, 1e-30))), 0.0)

@@ -121,9 +121,8 @@ def sample_unipc(model_fn, schedule, x_T, key, *, num_steps: int | None = None, 
     ``variant``: B(h) = h ("bh1", for few steps on unconditional models in the paper) or e^h - 1 ("bh2",
     diffusers' default). ``lower_order_final``: on grids of fewer than 10 steps the last steps use at most
     the steps left as their order (diffusers' default, there below 15 steps). ``final_corrector``: correct
-    the last step as well
-    (one more evaluation; nothing to correct when the grid ends at sigma = 0). NFE = num_steps
-    (+1 with ``final_corrector`` on a grid ending above sigma = 0)."""
+    the last step as well (one more evaluation; nothing to correct when the grid ends at sigma = 0).
+    NFE = num_steps (+1 with ``final_corrector`` on a grid ending above sigma = 0)."""
     if variant not in VARIANTS:
         raise ValueError(f"unipc variant must be one of {list(VARIANTS)}, got {variant!r}")
     den, ts = prepare(model_fn, schedule, x_T, ts=ts, num_steps=num_steps, prediction=prediction, spacing=spacing,
