@@ -53,23 +53,6 @@ def test_likelihood_weighting_importance_sampling_matches_uniform_t(name):
         assert b.std() < 0.5 * a.std()
 
 
-def test_input_scaled_unet_is_the_unet_on_scaled_input():
-    from jaxdiff.models import UNet, UNetConfig
-    from jaxdiff.models.unet import InputScaledUNet
-
-    cfg = UNetConfig(image_size=8, in_channels=1, base_channels=8, channel_mult=(1,), num_res_blocks=1,
-                     attention_resolutions=(), num_groups=4)
-    sched = S.get_schedule("ve", sigma_min=0.01, sigma_max=10.0)
-    m = InputScaledUNet(cfg, sched)
-    x = jax.random.normal(jax.random.key(0), (3, 8, 8, 1)) * 5
-    t = jnp.array([0.1, 0.5, 1.0])
-    params = m.init(jax.random.key(1), x, t)["params"]
-    out = m.apply({"params": params}, x, t)
-    c_in = 1 / jnp.sqrt(1 + sched.sigma(t) ** 2)
-    ref = UNet(cfg).apply({"params": params["unet"]}, x * c_in[:, None, None, None], t)
-    np.testing.assert_allclose(np.asarray(out), np.asarray(ref), rtol=1e-5, atol=1e-6)
-
-
 def test_score_sde_config_end_to_end(tmp_path, two_step_run):
     """digits_vesde:smoke trains, and evaluate reports the ODE bits/dim next to the FD."""
     from experiments.configs.digits_ncsn import get_config as ncsn_config

@@ -145,7 +145,8 @@ def test_incomplete_checkpoint_is_ignored(setup, tmp_path, caplog):
 
 
 RESUME_ARGS = ["--config.train.num_steps=120", "--config.train.checkpoint_every=10",
-               "--config.train.sample_every=1000", "--config.train.log_every=1000"]
+               "--config.train.sample_every=1000", "--config.train.log_every=1000",
+               "--config.optim.posthoc_ema=(0.05, 0.1)", "--config.train.snapshot_every=5"]
 
 
 def _train_cmd(workdir, data_dir):
@@ -164,7 +165,7 @@ def _final_params(workdir):
 @pytest.mark.slow  # 93 s of subprocesses; run with -m slow
 def test_exact_resume_after_sigkill(tmp_path):
     """A run killed with SIGKILL after its first checkpoint, then restarted, ends with params bitwise
-    equal to an uninterrupted run."""
+    equal to an uninterrupted run, and with the same post-hoc EMA snapshots (every 5 steps, bitwise)."""
     root = os.path.dirname(os.path.dirname(__file__))
     env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=1", JAX_PLATFORMS="cpu")
     data = tmp_path / "data"
@@ -191,4 +192,10 @@ def test_exact_resume_after_sigkill(tmp_path):
     b, sb = _final_params(wd)
     assert sa == sb == 120
     for x, y in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)):
+        np.testing.assert_array_equal(x, y)
+    from jaxdiff.training import ema
+
+    snaps = [ema.load_snapshots(str(w), a, 2) for w in (tmp_path / "full", wd)]
+    assert snaps[0][0] == snaps[1][0] == [s for s in range(5, 121, 5) for _ in range(2)]
+    for x, y in zip(jax.tree_util.tree_leaves(snaps[0][2]), jax.tree_util.tree_leaves(snaps[1][2])):
         np.testing.assert_array_equal(x, y)

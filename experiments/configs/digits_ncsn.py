@@ -12,7 +12,7 @@ from experiments.configs.digits_vpsde import score_sde_config
 def get_config(variant: str = ""):
     c = score_sde_config("ve", variant, sigma_min=0.01, sigma_max=10.0)
     c.model.time_embedding = "fourier"
-    c.diffusion.input_scaling = True
+    c.diffusion.preconditioning = "input"
     c.diffusion.noise_levels = 10  # L: training t in {1/L, ..., 1}
     c.data.dequantize = False  # NCSN has no likelihood; it models the digits themselves
     c.sample.sampler = "annealed_langevin"

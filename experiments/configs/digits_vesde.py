@@ -11,5 +11,5 @@ from experiments.configs.digits_vpsde import score_sde_config
 def get_config(variant: str = ""):
     c = score_sde_config("ve", variant, sigma_min=0.01, sigma_max=10.0)
     c.model.time_embedding = "fourier"
-    c.diffusion.input_scaling = True
+    c.diffusion.preconditioning = "input"
     return c

@@ -27,7 +27,7 @@ def score_sde_config(schedule: str, variant: str = "", **schedule_kwargs):
     d.t_min = 1e-5  # training t ~ U(t_min, 1) (score_sde's eps)
     d.weighting = "simple"  # lambda(t) = sigma^2 on the score error = eps-MSE
     d.t_sampling = "uniform"
-    d.input_scaling = False
+    d.preconditioning = "none"
     if "likelihood" in variants:
         d.weighting = "likelihood"  # lambda(t) = g(t)^2
         d.t_sampling = "importance"

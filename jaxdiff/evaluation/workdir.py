@@ -29,7 +29,7 @@ from jaxdiff.training.workdir import load_config
 
 def evaluate(workdir, samples_path=None, sampler=None, num_steps=None, vlb=True, clip_x0=None,
              options=None, conditional=False, guidance_scale=1.0, classifier_workdir=None,
-             ode=None) -> dict:
+             ode=None, seed: int = 1) -> dict:
     config = load_config(workdir)
     if task_name(config) == "autoencoder":
         return evaluate_reconstruction(workdir)
@@ -64,7 +64,7 @@ def evaluate(workdir, samples_path=None, sampler=None, num_steps=None, vlb=True,
     if not samples_path:
         x = generate(config, model, schedule, params, sampler=sampler, num_steps=num_steps,
                      labels=gen_labels, guidance_scale=guidance_scale, classifier_fn=classifier_fn,
-                     num_samples=config.eval.num_samples, batch_size=config.sample.batch_size, seed=1,
+                     num_samples=config.eval.num_samples, batch_size=config.sample.batch_size, seed=seed,
                      clip_x0=clip_x0, stats=stats, **(options or {}))
     # pixel data (a latent-diffusion model's samples are decoded images)
     train, test = build_pipeline(config, "train", 1), build_pipeline(config, "test", 1)
@@ -81,7 +81,7 @@ def evaluate(workdir, samples_path=None, sampler=None, num_steps=None, vlb=True,
                                              cache_name=feature_net_name(config))
         m["guidance_scale"] = guidance_scale
         m["guidance"] = "classifier" if classifier_fn else "classifier-free"
-    m.update(step=step, sampler=sampler, num_steps=num_steps, options=options or {}, **stats,
+    m.update(step=step, sampler=sampler, num_steps=num_steps, options=options or {}, **stats, seed=seed,
              clip_x0=clip_x0 if clip_x0 is not None else config.sample.clip_x0)
     test_x = to_float(test.all_images(), config.data.num_levels)
     if latent_autoencoder(config):  # likelihoods of latents are not bits/dim of the images

@@ -177,23 +177,6 @@ class UNet(nn.Module):
         return out.astype(jnp.float32)
 
 
-class InputScaledUNet(nn.Module):
-    """The U-Net on c_in(t) x_t with c_in = 1 / sqrt(alpha_t^2 + sigma_t^2): unit-variance input for unit-
-    variance data under any schedule (EDM's c_in with sigma_data = 1; identity for VP). For VE / NCSN
-    models, whose x_t reaches sigma_max ~ 10-50, it keeps the first layers in their trained range.
-    Same call signature and outputs as :class:`UNet` (params live under ``unet``)."""
-
-    config: UNetConfig
-    schedule: Any
-
-    @nn.compact
-    def __call__(self, x, t, cond=None, train: bool = False):
-        t = jnp.broadcast_to(jnp.asarray(t), (x.shape[0],))
-        a, s = self.schedule.alpha(t), self.schedule.sigma(t)
-        c_in = (1.0 / jnp.sqrt(a**2 + s**2)).reshape((-1,) + (1,) * (x.ndim - 1))
-        return UNet(self.config, name="unet")(x * c_in, t, cond, train)
-
-
 def ddpm_cifar10_config(**overrides) -> UNetConfig:
     """The DDPM CIFAR-10 network (Ho et al. 2020, Appendix B): 35.7M parameters."""
     base = dict(image_size=32, in_channels=3, base_channels=128, channel_mult=(1, 2, 2, 2),

@@ -28,7 +28,7 @@ from jaxdiff.samplers.flow import sample_flow_sde
 from jaxdiff.samplers.multistep import sample_deis, sample_ipndm, sample_lms
 from jaxdiff.samplers.sde import langevin_corrector, sample_annealed_langevin, sample_pc
 from jaxdiff.samplers.singlestep import sample_dpmpp_2s, sample_dpmpp_2s_ancestral
-from jaxdiff.samplers.timegrids import SPACINGS, check_grid, default_t_min, karras_sigmas, time_grid
+from jaxdiff.samplers.timegrids import SPACINGS, check_grid, default_t_min, karras_sigmas, time_grid, zero_noise_at_zero
 from jaxdiff.samplers.unipc import sample_unipc, unipc_update
 
 SAMPLERS = {
@@ -72,13 +72,15 @@ def sample(name: str, model_fn, schedule, x_T, key, **options):
 def nfe(name: str, schedule, *, num_steps: int | None = None, ts=None, order: int = 3,
         n_corrector_steps: int = 1, n_steps_each: int = 100, high_order_warmup: bool = False,
         denoise_final: bool = True, final_corrector: bool = False, corrector: bool = True,
-        **grid_options) -> int:
+        step_to_zero: bool = False, **grid_options) -> int:
     """Network evaluations of one run of sampler ``name`` on its grid (``num_steps`` or ``ts``); the
     adaptive ``ode`` sampler reports its own (``return_nfe=True``)."""
     get_sampler(name)
     if name == "ode":
         raise ValueError("the adaptive ode sampler's NFE depends on the solve: use sample_ode(..., return_nfe=True)")
+    tail = int(step_to_zero and name in ("euler", "heun") and not zero_noise_at_zero(schedule))
     if ts is None:
+        num_steps = num_steps - tail if num_steps is not None else None
         spacing = grid_options.pop("spacing", DEFAULT_SPACING.get(name, "uniform"))
         if name == "ddpm" and num_steps is None:
             num_steps = schedule.num_steps
@@ -88,7 +90,7 @@ def nfe(name: str, schedule, *, num_steps: int | None = None, ts=None, order: in
     n = int(ts.shape[0]) - 1
     to_zero = bool(schedule.sigma(ts[-1]) == 0)  # the last step returns x0_hat: one evaluation
     if name in ("heun", "dpmpp_2s", "dpmpp_2s_ancestral"):
-        return 2 * n - int(to_zero)
+        return 2 * n - int(to_zero) + tail
     if name == "unipc":
         return n + int(final_corrector and corrector and not to_zero)
     if name == "dpm_solver":
@@ -99,7 +101,7 @@ def nfe(name: str, schedule, *, num_steps: int | None = None, ts=None, order: in
         return n * (1 + n_corrector_steps)
     if name == "annealed_langevin":
         return n * n_steps_each + int(denoise_final)
-    return n
+    return n + tail
 
 
 def prior_sample(schedule, key, shape, dtype=jnp.float32, t_max: float = 1.0):

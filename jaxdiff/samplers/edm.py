@@ -12,6 +12,7 @@ import jax.numpy as jnp
 
 from jaxdiff.forward import bcast
 from jaxdiff.samplers.common import check_finite_start, finish, prepare, rho, scan_steps, step_key
+from jaxdiff.samplers.timegrids import zero_noise_at_zero
 
 
 def edm_sample(den, schedule, x_T, ts, key, *, second_order: bool, S_churn=0.0, S_min=0.0,
@@ -47,25 +48,46 @@ def edm_sample(den, schedule, x_T, ts, key, *, second_order: bool, S_churn=0.0, 
     return finish(x, traj, return_trajectory)
 
 
+def _run(model_fn, schedule, x_T, key, second_order, num_steps, ts, step_to_zero, return_trajectory, grid_kw,
+         churn):
+    """EDM's grid with ``step_to_zero`` (Algorithm 1's t_N = 0): on a schedule whose sigma never reaches 0
+    (EDM, VE), ``num_steps - 1`` steps on the grid down to sigma_min, then the Euler step to sigma = 0, which
+    returns D(x; sigma_min) (one evaluation): EDM's 18 Heun steps are 35 NFE."""
+    tail = step_to_zero and not zero_noise_at_zero(schedule)
+    if tail and ts is None:
+        if num_steps is None or num_steps < 2:
+            raise ValueError(f"step_to_zero needs num_steps >= 2 (the last step is the one to sigma = 0), got "
+                             f"{num_steps}")
+        num_steps -= 1
+    den, ts = prepare(model_fn, schedule, x_T, ts=ts, num_steps=num_steps, **grid_kw)
+    out = edm_sample(den, schedule, x_T, ts, key, second_order=second_order, return_trajectory=return_trajectory,
+                     **churn)
+    if not tail:
+        return out
+    x, traj = out if return_trajectory else (out, None)
+    x0 = den(x, ts[-1])[0]  # x_N = x + (0 - sigma) (x - D) / sigma = D
+    return finish(x0, None if traj is None else jnp.concatenate([traj, x0[None]]), return_trajectory)
+
+
 def sample_euler(model_fn, schedule, x_T, key, *, num_steps: int | None = None, ts=None, prediction: str = "eps",
                  spacing: str = "karras", t_max: float = 1.0, t_min=None, cond=None, sigma_max=None,
                  S_churn: float = 0.0, S_min: float = 0.0, S_max: float = float("inf"),
-                 S_noise: float = 1.0, return_trajectory: bool = False):
+                 S_noise: float = 1.0, step_to_zero: bool = False, return_trajectory: bool = False):
     """Euler on the PF-ODE in (x_hat, sigma_hat) (Karras et al. 2022 Algorithm 2 without the correction),
-    optional stochastic churn (S_churn, S_min, S_max, S_noise). NFE = num_steps."""
-    den, ts = prepare(model_fn, schedule, x_T, ts=ts, num_steps=num_steps, prediction=prediction, spacing=spacing,
-                      t_max=t_max, t_min=t_min, cond=cond, sigma_max=sigma_max)
-    return edm_sample(den, schedule, x_T, ts, key, second_order=False, S_churn=S_churn, S_min=S_min,
-                      S_max=S_max, S_noise=S_noise, return_trajectory=return_trajectory)
+    optional stochastic churn (S_churn, S_min, S_max, S_noise); ``step_to_zero``: the last step goes to
+    sigma = 0 on schedules whose sigma stays above 0 (see :func:`_run`). NFE = num_steps."""
+    return _run(model_fn, schedule, x_T, key, False, num_steps, ts, step_to_zero, return_trajectory,
+                dict(prediction=prediction, spacing=spacing, t_max=t_max, t_min=t_min, cond=cond,
+                     sigma_max=sigma_max), dict(S_churn=S_churn, S_min=S_min, S_max=S_max, S_noise=S_noise))
 
 
 def sample_heun(model_fn, schedule, x_T, key, *, num_steps: int | None = None, ts=None, prediction: str = "eps",
                 spacing: str = "karras", t_max: float = 1.0, t_min=None, cond=None, sigma_max=None,
                 S_churn: float = 0.0, S_min: float = 0.0, S_max: float = float("inf"),
-                S_noise: float = 1.0, return_trajectory: bool = False):
+                S_noise: float = 1.0, step_to_zero: bool = False, return_trajectory: bool = False):
     """EDM's Heun sampler (Karras et al. 2022 Algorithm 2): Euler step + trapezoidal correction; NFE =
-    2 num_steps - 1 when the grid ends at sigma = 0 (EDM: 18 steps = 35 NFE), else 2 num_steps."""
-    den, ts = prepare(model_fn, schedule, x_T, ts=ts, num_steps=num_steps, prediction=prediction, spacing=spacing,
-                      t_max=t_max, t_min=t_min, cond=cond, sigma_max=sigma_max)
-    return edm_sample(den, schedule, x_T, ts, key, second_order=True, S_churn=S_churn, S_min=S_min,
-                      S_max=S_max, S_noise=S_noise, return_trajectory=return_trajectory)
+    2 num_steps - 1 when the grid ends at sigma = 0 (VP schedules; EDM / VE with ``step_to_zero``: EDM's 18
+    steps = 35 NFE), else 2 num_steps."""
+    return _run(model_fn, schedule, x_T, key, True, num_steps, ts, step_to_zero, return_trajectory,
+                dict(prediction=prediction, spacing=spacing, t_max=t_max, t_min=t_min, cond=cond,
+                     sigma_max=sigma_max), dict(S_churn=S_churn, S_min=S_min, S_max=S_max, S_noise=S_noise))

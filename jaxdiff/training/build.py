@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -17,6 +18,7 @@ from jaxdiff import losses
 from jaxdiff.data import Pipeline, load_source
 from jaxdiff.models import UNet, UNetConfig
 from jaxdiff.models.autoencoder import AutoencoderConfig, AutoencoderKL, PatchDiscriminator
+from jaxdiff.models.precond import Preconditioned, check_preconditioning
 from jaxdiff.rng import Stream, run_key
 from jaxdiff.schedules import get_schedule, is_discrete
 from jaxdiff.training import parallel
@@ -69,22 +71,25 @@ def build_schedule(config):
     return get_schedule(d.schedule, **kwargs)
 
 
-def build_model(config) -> tuple[UNet, UNetConfig]:
-    """The diffusion network of ``config.model`` (a U-Net; with text, the text-conditioned U-Net; with
-    ``diffusion.input_scaling``, the U-Net that sees x_t / sqrt(alpha^2 + sigma^2))."""
+def build_model(config) -> tuple[Any, UNetConfig]:
+    """The diffusion network of ``config.model`` (a U-Net; with text, the text-conditioned U-Net), wrapped in
+    ``diffusion.preconditioning`` (:class:`jaxdiff.models.precond.Preconditioned`: EDM's c_skip / c_out /
+    c_in / c_noise, or the input scaling x_t / sqrt(alpha^2 + sigma^2))."""
     cfg = unet_config(config)
+    d = config.diffusion
+    check_preconditioning(d.preconditioning, d.prediction, d.sigma_data)
     if text_enabled(config):
         from jaxdiff.models.text import TextUNet
 
         if cfg.context_dim is None:
             raise ValueError("config.text.enabled needs model.context_dim (the text encoder's width)")
         t = config.text
-        return TextUNet(cfg, cfg.context_dim, t.layers, t.heads, t.max_len), cfg
-    if config.diffusion.input_scaling:
-        from jaxdiff.models.unet import InputScaledUNet
-
-        return InputScaledUNet(cfg, build_schedule(config)), cfg
-    return UNet(cfg), cfg
+        net = TextUNet(cfg, cfg.context_dim, t.layers, t.heads, t.max_len)
+    else:
+        net = UNet(cfg)
+    if d.preconditioning == "none":
+        return net, cfg
+    return Preconditioned(net, build_schedule(config), d.preconditioning, float(d.sigma_data)), cfg
 
 
 def example_input(config) -> jax.Array:
@@ -131,6 +136,7 @@ def build_loss(config, model, schedule):
                             num_steps=None if is_discrete(schedule) else (d.noise_levels or d.vlb_steps),
                             t_min=d.t_min, t_sampling=d.t_sampling, logit_normal_loc=d.logit_normal_loc,
                             logit_normal_scale=d.logit_normal_scale, mode_scale=d.mode_scale,
+                            sigma_data=d.sigma_data, edm_p_mean=d.p_mean, edm_p_std=d.p_std,
                             dequantize=bool(config.data.dequantize),
                             p_uncond=d.p_uncond, null_cond=config.model.num_classes)
 
@@ -206,6 +212,14 @@ def check_values(config):
         raise ValueError(f"train.init_from={t.init_from!r} is not a workdir with checkpoints")
     if not 0.0 <= o.ema_decay <= 1.0:
         raise ValueError(f"optim.ema_decay={o.ema_decay}; allowed: 0 <= ema_decay <= 1")
+    if o.posthoc_ema:
+        from jaxdiff.training.ema import sigma_rel_to_gamma
+
+        sigma_rel_to_gamma(tuple(o.posthoc_ema))  # each in (0, sqrt(1/12)): ValueError naming the range
+    k = int(t.steps_per_jit)
+    if not isinstance(t.snapshot_every, int) or t.snapshot_every < 0 or (t.snapshot_every or k) % k:
+        raise ValueError(f"train.snapshot_every={t.snapshot_every!r}; allowed: 0 (= train.checkpoint_every) or a "
+                         f"positive multiple of train.steps_per_jit={k}")
     if config.task == "diffusion":
         samplers.get_sampler(s.sampler)  # unknown: ValueError naming the allowed samplers
 

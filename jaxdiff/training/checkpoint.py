@@ -21,6 +21,13 @@ import orbax.checkpoint as ocp
 log = logging.getLogger("jaxdiff.checkpoint")
 
 
+def _drop_empty(sd):
+    """A state dict without its empty top-level fields (no post-hoc EMAs tracked): they hold no arrays, are
+    neither written nor read, and are filled back on restore (so checkpoints from before such a field exist
+    restore too)."""
+    return {k: v for k, v in sd.items() if not (isinstance(v, dict) and not v)} if isinstance(sd, dict) else sd
+
+
 class CheckpointMismatchError(ValueError):
     pass
 
@@ -82,7 +89,7 @@ class Checkpointer:
                       for x in jax.tree_util.tree_leaves(state))
         # Sharded global arrays are written by all processes together (each its own shards); one-host
         # states are copied to host first (the step donates their device buffers).
-        state_dict = flax.serialization.to_state_dict(state if sharded else jax.device_get(state))
+        state_dict = _drop_empty(flax.serialization.to_state_dict(state if sharded else jax.device_get(state)))
         return self.manager.save(step, args=ocp.args.Composite(
             state=ocp.args.StandardSave(state_dict), meta=ocp.args.JsonSave(meta)), force=True)
 
@@ -110,7 +117,11 @@ class Checkpointer:
                 errors.append(e)
                 continue
             self._check_shapes(target, restored["state"], s)
-            state = flax.serialization.from_state_dict(target, restored["state"])
+            restored_sd = restored["state"]
+            if isinstance(restored_sd, dict):  # empty fields (e.g. no post-hoc EMAs), whether saved or not
+                sd = flax.serialization.to_state_dict(target)
+                restored_sd = {**{k: v for k, v in sd.items() if isinstance(v, dict) and not v}, **restored_sd}
+            state = flax.serialization.from_state_dict(target, restored_sd)
             return state, dict(restored["meta"]), s
         raise FileNotFoundError(f"no readable checkpoint in {self.directory}: {errors}")
 
@@ -122,6 +133,7 @@ class Checkpointer:
         if have:
             self._check_shapes(target, have, step)
         sd = flax.serialization.to_state_dict(target)
+        sd = _drop_empty(sd)
         flat, tree = jax.tree_util.tree_flatten_with_path(sd)
         out = []
         for path, x in flat:

@@ -15,7 +15,7 @@ import numpy as np
 
 from jaxdiff.outputs import make_grid, save_grid
 from jaxdiff.rng import Stream, run_key
-from jaxdiff.training import parallel, writers
+from jaxdiff.training import ema, parallel, writers
 from jaxdiff.training.build import build_optimizer, check_batch, check_steps_per_jit, check_values, parallel_mode
 from jaxdiff.training.checkpoint import Checkpointer
 from jaxdiff.training.schema import check_config
@@ -124,12 +124,17 @@ def _train(config, workdir, task, model, pipeline, k, mode):
     prepare = task.prepare(config)
 
     tx = build_optimizer(config)
+    sigma_rels = tuple(config.optim.posthoc_ema)
     step_fn = make_train_step(task.loss(config, model), tx, ema_decay=config.optim.ema_decay,
-                              axis_name="batch" if mode == "pmap" else None, steps_per_jit=k)
+                              axis_name="batch" if mode == "pmap" else None, steps_per_jit=k,
+                              posthoc_gammas=tuple(float(g) for g in ema.sigma_rel_to_gamma(sigma_rels)))
     runner = Runner(mode, step_fn, lambda: state_template(config, task, model), k, config)
     state = runner.make_state()
     ckpt = Checkpointer(checkpoint_dir(workdir), save_every=config.train.checkpoint_every,
                         keep=config.train.keep_checkpoints)
+    # Post-hoc EMA snapshots: all kept; a resumed run finds the ones it already wrote and leaves them.
+    snaps = Checkpointer(ema.snapshot_dir(workdir), save_every=config.train.snapshot_every or
+                         config.train.checkpoint_every, keep=None) if sigma_rels else None
     start = 0
     if ckpt.latest_step() is not None:
         state, meta, start = ckpt.restore(state)
@@ -175,10 +180,14 @@ def _train(config, workdir, task, model, pipeline, k, mode):
             if final:
                 meta.update(task.final_meta(config, model, pipeline, runner.host(state).ema_params))
             ckpt.save(step, runner.host(state), meta, force=final)
+        if snaps is not None and (step % snaps.save_every == 0 or final):
+            snaps.save(step, runner.host(state).posthoc, ema.snapshot_meta(sigma_rels, step), force=True)
         if step % c.sample_every < k or final:
             write_samples(step)
     bar.close()
     ckpt.close()
+    if snaps is not None:
+        snaps.close()
     writer.close()
     metrics["skipped_total"] = int(jax.device_get(runner.host(state).skipped))
     if metrics["skipped_total"]:

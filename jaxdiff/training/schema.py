@@ -85,7 +85,11 @@ def default_config() -> ml_collections.ConfigDict:
     f.mode_scale = 1.29  # t_sampling=mode: SD3 eq. 20's s
     f.noise_levels = placeholder(int)  # NCSN: L discrete noise levels of a continuous schedule
     f.vlb_steps = placeholder(int)  # VLB of a continuous schedule: its number of steps
-    f.input_scaling = False  # the network sees x_t / sqrt(alpha^2 + sigma^2) (VE schedules)
+    f.preconditioning = "none"  # none | input (the network sees x_t / sqrt(alpha^2 + sigma^2); VE schedules) |
+    #   edm (Karras et al. 2022 Table 1: c_skip, c_out, c_in, c_noise around the network; prediction x0)
+    f.sigma_data = 0.5  # edm preconditioning and weighting: the data's standard deviation
+    f.p_mean = -1.2  # t_sampling=edm_lognormal: ln sigma ~ N(p_mean, p_std^2) (EDM's P_mean, P_std)
+    f.p_std = 1.2
     f.p_uncond = 0.0  # condition dropout for classifier-free guidance
 
     c.text = t = ml_collections.ConfigDict()
@@ -119,6 +123,7 @@ def default_config() -> ml_collections.ConfigDict:
     o.grad_clip = 1.0  # global-norm gradient clip (0: off)
     o.weight_decay = 0.0  # AdamW weight decay
     o.ema_decay = 0.9999  # EMA of the params (with warm-up)
+    o.posthoc_ema = ()  # post-hoc EMA (EDM2): sigma_rel of each tracked power-function EMA, e.g. (0.05, 0.1)
 
     c.train = tr = ml_collections.ConfigDict()
     tr.num_steps = 800_000  # optimizer steps
@@ -127,6 +132,7 @@ def default_config() -> ml_collections.ConfigDict:
     tr.sample_every = 10_000  # steps between sample grids
     tr.checkpoint_every = 10_000  # steps between checkpoints
     tr.keep_checkpoints = 3  # checkpoints kept
+    tr.snapshot_every = 0  # steps between post-hoc EMA snapshots (all kept; 0 = checkpoint_every)
     tr.init_from = ""  # workdir whose final EMA params start a new run (reflow from its parent flow)
     tr.max_consecutive_skipped = 100  # stop with an error after this many skipped steps in a row (0 = never)
     tr.num_grid_samples = 64  # samples in each grid (0: no grids)
@@ -198,6 +204,10 @@ def fill_defaults(stored: dict) -> ml_collections.ConfigDict:
     stored = dict(stored)
     if "kind" in stored:
         stored["task"] = stored.pop("kind")
+    if "input_scaling" in stored.get("diffusion", {}):  # a boolean before the preconditioning field
+        d = dict(stored["diffusion"])
+        d["preconditioning"] = "input" if d.pop("input_scaling") else "none"
+        stored["diffusion"] = d
     if "num_classes" in stored:
         stored.setdefault("classifier", {})
         stored["classifier"] = {**stored["classifier"], "num_classes": stored.pop("num_classes")}

@@ -26,6 +26,8 @@ class TrainState:
     opt_state: Any
     key: jax.Array  # uint32 [2]
     skipped: jax.Array  # int32 [], updates skipped for a non-finite loss or gradient
+    # Power-function EMAs for post-hoc EMA (EDM2), one params copy per tracked sigma_rel (jaxdiff.training.ema).
+    posthoc: tuple = ()
 
 
 OPTIMIZERS = ("adamw", "sgd")
@@ -56,10 +58,12 @@ def make_optimizer(learning_rate: float = 2e-4, warmup_steps: int = 5000, grad_c
     return optax.chain(optax.clip_by_global_norm(grad_clip), adam) if grad_clip else adam
 
 
-def create_train_state(params, tx: optax.GradientTransformation, seed: int) -> TrainState:
-    return TrainState(step=jnp.zeros((), jnp.int32), params=params,
-                      ema_params=jax.tree_util.tree_map(jnp.array, params), opt_state=tx.init(params),
-                      key=jax.random.key_data(run_key(seed, Stream.TRAIN)), skipped=jnp.zeros((), jnp.int32))
+def create_train_state(params, tx: optax.GradientTransformation, seed: int, num_posthoc: int = 0) -> TrainState:
+    """The state at step 0; ``num_posthoc`` power-function EMAs tracked for post-hoc EMA."""
+    copy = lambda: jax.tree_util.tree_map(jnp.array, params)
+    return TrainState(step=jnp.zeros((), jnp.int32), params=params, ema_params=copy(), opt_state=tx.init(params),
+                      key=jax.random.key_data(run_key(seed, Stream.TRAIN)), skipped=jnp.zeros((), jnp.int32),
+                      posthoc=tuple(copy() for _ in range(num_posthoc)))
 
 
 def current_lr(opt_state) -> jax.Array:

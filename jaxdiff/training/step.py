@@ -3,13 +3,14 @@ EMA fused in, non-finite updates skipped and counted, optional lax.scan over sev
 
 from __future__ import annotations
 
-from typing import Callable, Optional
+from typing import Callable, Optional, Sequence
 
 import jax
 import jax.numpy as jnp
 import optax
 
 from jaxdiff.rng import as_key
+from jaxdiff.training.ema import power_ema_update
 from jaxdiff.training.state import TrainState, current_lr
 
 
@@ -41,7 +42,7 @@ def _quarter_means(per_loss, t, axis_name):
 
 def make_train_step(loss_fn: Callable, tx: optax.GradientTransformation, *, ema_decay: float = 0.9999,
                     ema_warmup: bool = True, axis_name: Optional[str] = None,
-                    steps_per_jit: int = 1) -> Callable:
+                    steps_per_jit: int = 1, posthoc_gammas: Sequence[float] = ()) -> Callable:
     """Build ``train_step(state, batch) -> (state, metrics)``.
 
     Args:
@@ -52,6 +53,8 @@ def make_train_step(loss_fn: Callable, tx: optax.GradientTransformation, *, ema_
       ema_decay, ema_warmup: EMA of the params, updated inside the step.
       axis_name: ``"batch"`` under ``pmap`` (gradients and metrics averaged with ``lax.pmean``); None under
         ``jit`` on one device or on sharded global arrays.
+      posthoc_gammas: exponents of the power-function EMAs in ``state.posthoc`` (post-hoc EMA, EDM2;
+        :mod:`jaxdiff.training.ema`), updated with beta_k = (1 - 1/k)^(gamma + 1) after the k-th update.
       steps_per_jit: k > 1 runs k optimizer steps per call with ``lax.scan`` over a batch whose leading
         axis is k (score_sde's n_jitted_steps: faster dispatch, k x the input memory).
     ``batch`` holds ``"x"`` ``[B, ...]``, ``"index"`` ``[B]`` (global example indices) and optionally
@@ -75,8 +78,10 @@ def make_train_step(loss_fn: Callable, tx: optax.GradientTransformation, *, ema_
         decay = ema_decay_at(state.step, ema_decay, ema_warmup)
         new_ema = jax.tree_util.tree_map(lambda e, p: decay * e + (1 - decay) * p, state.ema_params,
                                          new_params)
+        new_posthoc = power_ema_update(state.posthoc, new_params, state.step + 1, posthoc_gammas)
         keep = lambda new, old: jax.tree_util.tree_map(lambda a, b: jnp.where(finite, a, b), new, old)
         new_state = state.replace(
+            posthoc=keep(new_posthoc, state.posthoc),
             step=state.step + 1, params=keep(new_params, state.params),
             ema_params=keep(new_ema, state.ema_params), opt_state=keep(new_opt, state.opt_state),
             skipped=state.skipped + (~finite).astype(jnp.int32))

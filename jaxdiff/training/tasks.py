@@ -23,6 +23,7 @@ from jaxdiff.data import to_float
 from jaxdiff.models.classifier import NoisyClassifier, make_classifier_loss
 from jaxdiff.models.text import caption_transform
 from jaxdiff.training import autoencoder as ae
+from jaxdiff.training import ema
 from jaxdiff.training.build import (
     build_autoencoder,
     build_loss,
@@ -166,7 +167,8 @@ def get_task(config) -> Task:
 # --- restoring ----------------------------------------------------------------------------------------
 
 def state_template(config, task: Task, model):
-    return create_train_state(task.init(config, model), build_optimizer(config), config.seed)
+    return create_train_state(task.init(config, model), build_optimizer(config), config.seed,
+                              num_posthoc=len(config.optim.posthoc_ema))
 
 
 def _a(word: str) -> str:
@@ -229,3 +231,42 @@ def load_classifier(workdir: str):
         config, model, params, _, _ = restore(workdir, task="classifier")
     apply = jax.jit(lambda p, x, t: model.apply({"params": p}, x, t))
     return (lambda x_t, t: apply(params, x_t, t)), config
+
+
+def write_posthoc_workdir(workdir: str, sigma_rel: float, out: str | None = None, step: int | None = None,
+                          tol: float = ema.PROFILE_TOL) -> tuple[str, dict]:
+    """Reconstruct the power EMA with ``sigma_rel`` at ``step`` (default: the last snapshot) from ``workdir``'s
+    snapshots and write it as a new workdir ``out`` (default ``<workdir>/posthoc_ema/sigma_rel_<s>``): its
+    config (no EMAs tracked) and one checkpoint whose params and EMA params are the reconstruction, so that
+    ``experiments.sample`` and ``experiments.evaluate`` read it like any run. Never overwrites: an existing
+    ``out`` is an error. Returns ``(out, info)``."""
+    from jaxdiff.training.checkpoint import Checkpointer
+    from jaxdiff.training.workdir import checkpoint_dir, config_path
+
+    config = load_config(workdir)
+    tracked = tuple(config.optim.posthoc_ema)
+    if not tracked:
+        raise ValueError(f"{workdir} tracked no power-function EMAs (optim.posthoc_ema is empty): train with e.g. "
+                         "--config.optim.posthoc_ema='(0.05, 0.1)' to choose the EMA length afterwards")
+    out = out or os.path.join(workdir, "posthoc_ema", f"sigma_rel_{sigma_rel:.3f}" +
+                              (f"_step{step}" if step is not None else ""))
+    if os.path.exists(out):
+        raise FileExistsError(f"{out} exists; jaxdiff never overwrites a saved run: pass another --out")
+    task = get_task(config)
+    model = task.model(config)
+    params0 = task.init(config, model)
+    steps, gammas, trees = ema.load_snapshots(workdir, params0, len(tracked))
+    params, info = ema.reconstruct(steps, gammas, trees, sigma_rel, step, tol)
+    info["source"] = os.path.abspath(workdir)
+    new = config.copy_and_resolve_references()
+    new.optim.posthoc_ema = ()
+    params = jax.tree_util.tree_map(jnp.asarray, params)
+    state = create_train_state(params, build_optimizer(new), new.seed)
+    state = state.replace(step=jnp.asarray(info["step"], jnp.int32), ema_params=params)
+    os.makedirs(out)
+    with open(config_path(out), "w") as f:
+        f.write(new.to_json_best_effort(indent=2))
+    ck = Checkpointer(checkpoint_dir(out), async_save=False)
+    ck.save(info["step"], state, {"step": info["step"], "seed": int(new.seed), "posthoc_ema": info}, force=True)
+    ck.close()
+    return out, info
