@@ -37,7 +37,8 @@ def pytorch_fid_features(images_uint8: np.ndarray, seed: int = SEED) -> dict:
         setattr(template, name, cls(*arg))  # the structure fid_inception_v3() builds, without its download
     shapes = {k: tuple(v.shape) for k, v in template.state_dict().items() if not k.endswith("num_batches_tracked")}
     sd = {k: torch.from_numpy(v) for k, v in random_state_dict(seed, shapes).items()}
-    sd.update({k: torch.zeros((), dtype=torch.long) for k in template.state_dict() if k.endswith("num_batches_tracked")})
+    sd.update({k: torch.zeros((), dtype=torch.long) for k in template.state_dict()
+               if k.endswith("num_batches_tracked")})
     pfi.load_state_dict_from_url = lambda *a, **k: sd  # fid_inception_v3() "downloads" the random weights
     model = pfi.InceptionV3([2, 3]).eval()
     x = torch.from_numpy(images_uint8.astype(np.float32) / 255.0).permute(0, 3, 1, 2)
