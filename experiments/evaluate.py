@@ -5,6 +5,14 @@ test reconstruction PSNR / SSIM.
     python -m experiments.evaluate --workdir runs/digits [--samples runs/digits/samples/x.npz]
 
 Writes ``eval/metrics_<sampler>_<steps>.json`` in the workdir (never overwriting) and prints it.
+
+``--metric inception_fid``: the literature's protocol on any image workdir (jaxdiff.evaluation.inception_eval):
+N samples (default 50,000, resumable chunks), FID Inception features from pytorch-fid's weight file, FID against
+``--ref_stats`` (an .npz of mu / sigma, e.g. a published one; ``train`` = the workdir's training images, which
+adds KID and precision / recall):
+
+    python -m experiments.evaluate --workdir runs/cifar10 --metric inception_fid \
+        --inception_weights pt_inception-2015-12-05-6726825d.pth --ref_stats cifar10_train_stats.npz
 """
 
 import json
@@ -30,14 +38,34 @@ flags.DEFINE_bool("conditional", False, "Class-conditional model: draw labels 0.
 flags.DEFINE_float("guidance_scale", 1.0, "Classifier-free guidance scale with --conditional.")
 flags.DEFINE_string("classifier_workdir", None, "Noise-aware classifier (experiments.train_classifier) for "
                     "classifier guidance; --guidance_scale is then the classifier scale.")
+flags.DEFINE_enum("metric", "digits_fd", ["digits_fd", "inception_fid"], "digits_fd: the offline default (Fréchet "
+                  "distance in the digits CNN's features, with its train-vs-test floor); inception_fid: the "
+                  "literature's FID protocol (needs --inception_weights).")
+flags.DEFINE_string("inception_weights", None, "pytorch-fid's pt_inception-2015-12-05-6726825d.pth (or its .npz).")
+flags.DEFINE_string("ref_stats", "train", "inception_fid: reference .npz (mu, sigma), or 'train'.")
+flags.DEFINE_integer("num_samples", 50_000, "inception_fid: samples generated.")
+flags.DEFINE_integer("chunk_size", 1000, "inception_fid: samples per chunk file (the unit of resuming).")
+flags.DEFINE_integer("seed", 1, "Sampling seed.")
 flags.mark_flags_as_required(["workdir"])
 
 
 def main(argv):
     del argv
+    if FLAGS.metric == "inception_fid":
+        from jaxdiff.evaluation.inception_eval import evaluate_inception
+
+        if not FLAGS.inception_weights:
+            raise app.UsageError("--metric inception_fid needs --inception_weights (pytorch-fid's "
+                                 "pt_inception-2015-12-05-6726825d.pth, downloaded by you)")
+        m = evaluate_inception(FLAGS.workdir, FLAGS.inception_weights, FLAGS.ref_stats,
+                               num_samples=FLAGS.num_samples, chunk_size=FLAGS.chunk_size, sampler=FLAGS.sampler,
+                               num_steps=FLAGS.num_steps, seed=FLAGS.seed, clip_x0=FLAGS.clip_x0,
+                               options=json.loads(FLAGS.options))
+        print(json.dumps(m, indent=2))
+        return
     m = evaluate(FLAGS.workdir, FLAGS.samples, FLAGS.sampler, FLAGS.num_steps, FLAGS.vlb, FLAGS.clip_x0,
                  json.loads(FLAGS.options), FLAGS.conditional, FLAGS.guidance_scale,
-                 FLAGS.classifier_workdir, FLAGS.ode_bpd)
+                 FLAGS.classifier_workdir, FLAGS.ode_bpd, seed=FLAGS.seed)
     print(json.dumps(m, indent=2))
 
 

@@ -97,3 +97,104 @@ def test_live_pytorch_fid_comparison():
     params = conv.convert_state_dict(conv.random_state_dict(11))
     got = FIDInceptionV3().apply({"params": params}, jnp.asarray(imgs, jnp.float32) / 255)
     np.testing.assert_allclose(np.asarray(got), ref, rtol=1e-4, atol=1e-4 * np.abs(ref).max())
+
+
+# --- the N-sample protocol: chunks, resume, evaluation ------------------------------------------------------
+
+def _toy_sample_fn(p, keys):
+    return jax.vmap(lambda k: jax.random.uniform(k, (4, 4, 1), minval=-1.0, maxval=1.0))(keys)
+
+
+def test_chunks_are_per_index_and_never_overwritten(tmp_path):
+    """Sample i is the same whatever the chunk size; an existing chunk is kept; a different generation in the
+    same directory is refused."""
+    from jaxdiff.evaluation.inception_eval import generate_chunks, read_chunks
+
+    fn = jax.jit(_toy_sample_fn)
+    n = jax.local_device_count()  # chunks split over the local devices
+    for cs in (n, 2 * n):
+        generate_chunks(fn, None, str(tmp_path / f"c{cs}"), num_samples=5 * n + 3, chunk_size=cs, seed=3,
+                        log=lambda s: 0)
+    a = read_chunks(str(tmp_path / f"c{n}"), 5 * n + 3, n, "samples")
+    b = read_chunks(str(tmp_path / f"c{2 * n}"), 5 * n + 3, 2 * n, "samples")
+    np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(read_chunks(str(tmp_path / f"c{n}"), 5 * n + 3, n, "indices"), np.arange(5 * n + 3))
+    d = tmp_path / f"c{n}"
+    before = os.path.getmtime(d / f"chunk_{n:08d}.npz")
+    generate_chunks(fn, None, str(d), num_samples=5 * n + 3, chunk_size=n, seed=3, log=lambda s: 0)
+    assert os.path.getmtime(d / f"chunk_{n:08d}.npz") == before
+    with pytest.raises(ValueError, match="another generation"):
+        generate_chunks(fn, None, str(d), num_samples=5 * n + 3, chunk_size=n, seed=4)
+    with pytest.raises(ValueError, match="multiple of the"):
+        generate_chunks(fn, None, str(tmp_path / "bad"), num_samples=8, chunk_size=n + 1, seed=4)
+    os.remove(d / f"chunk_{2 * n:08d}.npz")
+    with pytest.raises(FileNotFoundError, match="1 chunks missing"):
+        read_chunks(str(d), 5 * n + 3, n)
+
+
+RESUME_SCRIPT = """
+import sys, time, jax
+sys.path.insert(0, {tests!r})
+from test_inception import _toy_sample_fn
+from jaxdiff.evaluation.inception_eval import generate_chunks
+generate_chunks(jax.jit(_toy_sample_fn), None, {out!r}, num_samples=80, chunk_size=8, seed=5,
+                log=lambda s: time.sleep(0.4))
+"""
+
+
+def test_resume_after_sigkill_generates_every_index_once(tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from jaxdiff.evaluation.inception_eval import generate_chunks, read_chunks
+
+    out = tmp_path / "killed"
+    env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="--xla_force_host_platform_device_count=1")
+    code = RESUME_SCRIPT.format(tests=os.path.dirname(__file__), out=str(out))
+    proc = subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None and len(list(out.glob("chunk_*.npz"))) < 2:
+        time.sleep(0.05)
+    killed = proc.poll() is None
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert killed and len(list(out.glob("chunk_*.npz"))) < 10, "the run finished before it was killed"
+    fn = jax.jit(_toy_sample_fn)
+    generate_chunks(fn, None, str(out), num_samples=80, chunk_size=8, seed=5, log=lambda s: 0)
+    generate_chunks(fn, None, str(tmp_path / "full"), num_samples=80, chunk_size=8, seed=5, log=lambda s: 0)
+    np.testing.assert_array_equal(read_chunks(str(out), 80, 8, "indices"), np.arange(80))
+    np.testing.assert_array_equal(read_chunks(str(out), 80, 8, "samples"),
+                                  read_chunks(str(tmp_path / "full"), 80, 8, "samples"))
+    assert sorted(p.name for p in out.glob("chunk_*.npz")) == [f"chunk_{s:08d}.npz" for s in range(0, 80, 8)]
+
+
+@pytest.mark.slow  # the Inception at 299x299 on 8 samples and a 2-step training run
+def test_evaluate_inception_end_to_end(tmp_path, two_step_run):
+    """experiments.evaluate --metric inception_fid on a digits workdir with the fixture's random weights and a
+    reference .npz: FID equals the formula on the chunks' features; bad weights are named before compiling."""
+    from experiments.configs.digits_ddpm import get_config
+    from jaxdiff.evaluation import metrics as M
+    from jaxdiff.evaluation.inception_eval import evaluate_inception, read_chunks
+    from jaxdiff.training.loop import train_and_evaluate
+
+    c = two_step_run(get_config("smoke"))
+    wd = str(tmp_path / "run")
+    train_and_evaluate(c, wd)
+    weights = str(tmp_path / "w.npz")
+    np.savez(weights, **conv.random_state_dict(7))
+    rng = np.random.default_rng(0)
+    ref_feats = rng.normal(size=(64, 2048)) * 0.1 + 0.3
+    M.save_stats(str(tmp_path / "ref.npz"), ref_feats)
+    m = evaluate_inception(wd, weights, str(tmp_path / "ref.npz"), num_samples=8, chunk_size=8, sampler="ddim",
+                           num_steps=2, log=lambda s: 0)
+    feats = read_chunks(os.path.join(wd, "eval", "inception_ddim_2_seed1"), 8, 8)
+    assert feats.shape == (8, 2048)
+    np.testing.assert_allclose(m["fid"], M.fid_from_stats(feats, M.load_stats(str(tmp_path / "ref.npz"))),
+                               rtol=1e-9)
+    bad = conv.random_state_dict(7)
+    del bad["Mixed_5b.branch1x1.conv.weight"]
+    np.savez(tmp_path / "bad.npz", **bad)
+    with pytest.raises(ValueError, match="no tensor 'Mixed_5b.branch1x1.conv.weight'"):
+        evaluate_inception(wd, str(tmp_path / "bad.npz"), str(tmp_path / "ref.npz"), num_samples=8, chunk_size=8)

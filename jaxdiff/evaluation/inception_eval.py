@@ -1,0 +1,168 @@
+"""The literature's FID protocol on any image workdir: N samples (50,000 by convention), 2048-d FID Inception
+features, FID against reference statistics (a published ``.npz`` of mu / sigma, or the workdir's training
+images), KID and precision / recall where reference features exist.
+
+Generation is sample-indexed: sample i draws its prior noise and its sampler key from
+``fold_in(run_key(seed, SAMPLE), i)`` (one sampler run per index under ``vmap``), so its value does not depend on
+the chunk size, the device count or the host count. Indices are written in chunks
+``<out>/chunk_<start>.npz`` (samples as uint8 and their features), each by one process (chunk c by process
+c mod process_count), the batch sharded over that process's devices, and each file written atomically (a
+temporary file renamed when complete): a run killed at any point resumes with the chunks it finished, and
+every index is generated exactly once.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxdiff.evaluation import metrics as M
+from jaxdiff.evaluation.inception import FIDInceptionV3, to_inception_input
+from jaxdiff.outputs import unique_path
+from jaxdiff.rng import Stream, run_key
+
+
+def index_keys(seed: int, start: int, stop: int):
+    """The per-sample keys of indices ``start..stop-1``."""
+    base = run_key(seed, Stream.SAMPLE)
+    return jax.vmap(lambda i: jax.random.fold_in(base, i))(jnp.arange(start, stop))
+
+
+def per_index_sampler(config, model, schedule, *, sampler: str, num_steps: int, clip_x0=None, **options):
+    """``fn(params, keys [B]) -> samples [B, ...]`` in [-1, 1]: one sampler run of batch 1 per key, vmapped."""
+    from jaxdiff.training.generate import make_sample_fn
+
+    one = make_sample_fn(config, model, schedule, sampler=sampler, num_steps=num_steps, num_samples=1,
+                         clip_x0=clip_x0, **options)
+    return jax.jit(jax.vmap(lambda p, k: one(p, k)[0], in_axes=(None, 0)))
+
+
+def features_fn(inception_params, batch_size: int = 50):
+    """``fn(images) -> [N, 2048]`` FID features of images (uint8 levels or floats in [-1, 1]), in batches."""
+    net = FIDInceptionV3()
+    apply = jax.jit(lambda p, x: net.apply({"params": p}, x))
+
+    def fn(images, num_levels: int = 256):
+        x = to_inception_input(images, num_levels)
+        out = []
+        for i in range(0, len(x), batch_size):
+            b = x[i:i + batch_size]
+            pad = batch_size - len(b)  # one compiled shape: the last batch is padded
+            f = apply(inception_params, jnp.asarray(np.concatenate([b, np.repeat(b[-1:], pad, 0)]) if pad else b))
+            out.append(np.asarray(f)[:len(b)])
+        return np.concatenate(out)
+
+    return fn
+
+
+def _write_atomic(path: str, **arrays):
+    tmp = path + ".tmp.npz"
+    np.savez(tmp, **arrays)
+    os.replace(tmp, path)  # a file under the final name is always complete
+
+
+def chunk_path(out_dir: str, start: int) -> str:
+    return os.path.join(out_dir, f"chunk_{start:08d}.npz")
+
+
+def generate_chunks(sample_fn, params, out_dir: str, *, num_samples: int, chunk_size: int, seed: int,
+                    num_levels: int = 256, feature_fn=None, log=print) -> list[str]:
+    """Write samples 0..num_samples-1 in chunks (see the module docstring); existing chunks are kept. Returns
+    this process's chunk paths. ``feature_fn`` (if given) adds each chunk's features."""
+    n_dev = jax.local_device_count()
+    if chunk_size < 1 or chunk_size % n_dev:
+        raise ValueError(f"chunk_size={chunk_size} must be a positive multiple of the {n_dev} local devices")
+    os.makedirs(out_dir, exist_ok=True)
+    manifest = os.path.join(out_dir, "manifest.json")
+    want = {"num_samples": num_samples, "chunk_size": chunk_size, "seed": seed}
+    if os.path.exists(manifest):
+        have = json.load(open(manifest))
+        if have != want:
+            raise ValueError(f"{out_dir} holds chunks of another generation ({have}, asked {want}); use another "
+                             "output directory: chunks are never overwritten")
+    elif jax.process_index() == 0:
+        json.dump(want, open(manifest, "w"))
+    mesh = jax.sharding.Mesh(np.asarray(jax.local_devices()), ("d",))
+    sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("d"))
+    paths = []
+    for c, start in enumerate(range(0, num_samples, chunk_size)):
+        if c % jax.process_count() != jax.process_index():
+            continue
+        path = chunk_path(out_dir, start)
+        paths.append(path)
+        if os.path.exists(path):
+            continue
+        stop = min(start + chunk_size, num_samples)
+        keys = index_keys(seed, start, start + chunk_size)  # a full chunk (one compiled shape); cut below
+        x = np.asarray(sample_fn(params, jax.device_put(keys, sharding)))[:stop - start]
+        levels = np.clip(np.round((x + 1) / 2 * (num_levels - 1)), 0, num_levels - 1).astype(np.uint8)
+        arrays = {"samples": levels, "indices": np.arange(start, stop)}
+        if feature_fn is not None:
+            arrays["features"] = feature_fn(levels, num_levels).astype(np.float32)
+        _write_atomic(path, **arrays)
+        log(f"wrote {path} (indices {start}..{stop - 1})")
+    return paths
+
+
+def read_chunks(out_dir: str, num_samples: int, chunk_size: int, key: str = "features") -> np.ndarray:
+    """``key`` of all chunks in index order; an error naming the missing chunks."""
+    paths = [chunk_path(out_dir, s) for s in range(0, num_samples, chunk_size)]
+    missing = [p for p in paths if not os.path.exists(p)]
+    if missing:
+        raise FileNotFoundError(f"{len(missing)} chunks missing in {out_dir} (e.g. {missing[0]}): run the generation "
+                                "again to finish them")
+    parts = []
+    for p in paths:
+        with np.load(p) as f:
+            parts.append(f[key])
+    return np.concatenate(parts)
+
+
+def evaluate_inception(workdir: str, inception_weights: str, ref_stats: str = "train", *, num_samples: int = 50_000,
+                       chunk_size: int = 1000, sampler: str | None = None, num_steps: int | None = None,
+                       seed: int = 1, clip_x0=None, out_dir: str | None = None, options: dict | None = None,
+                       log=print) -> dict:
+    """FID (and KID, precision / recall against the training images when ``ref_stats="train"``) of a
+    workdir's samples on FID Inception features; writes ``eval/inception_<sampler>_<steps>.json``."""
+    from jaxdiff.interop.inception import load_fid_inception
+    from jaxdiff.training.build import build_pipeline
+    from jaxdiff.training.tasks import restore_trained
+
+    params_inc = load_fid_inception(inception_weights)  # named errors before anything compiles
+    ref = None if ref_stats == "train" else M.load_stats(ref_stats, dim=2048)
+    config, model, schedule, params, step = restore_trained(workdir)
+    if config.model.dims != 2 or config.model.in_channels not in (1, 3):
+        raise ValueError(f"Inception FID needs images with 1 or 3 channels; {workdir} models dims="
+                         f"{config.model.dims}, in_channels={config.model.in_channels}")
+    sampler = sampler or config.sample.sampler
+    num_steps = num_steps or config.sample.num_steps
+    num_levels = int(config.data.num_levels or 256)
+    out_dir = out_dir or os.path.join(workdir, "eval", f"inception_{sampler}_{num_steps}_seed{seed}")
+    feat = features_fn(params_inc)
+    fn = per_index_sampler(config, model, schedule, sampler=sampler, num_steps=num_steps, clip_x0=clip_x0,
+                           **(options or {}))
+    generate_chunks(fn, params, out_dir, num_samples=num_samples, chunk_size=chunk_size, seed=seed,
+                    num_levels=num_levels, feature_fn=feat, log=log)
+    if jax.process_index() != 0:
+        return {}
+    fake = read_chunks(out_dir, num_samples, chunk_size)
+    m = {"step": step, "sampler": sampler, "num_steps": num_steps, "num_samples": num_samples, "seed": seed,
+         "inception_weights": os.path.abspath(inception_weights), "reference": ref_stats}
+    if ref is None:
+        train = build_pipeline(config, "train", 1).all_images()
+        ref_path = os.path.join(workdir, "eval", "inception_train_stats.npz")
+        real = feat(train, num_levels)
+        ref = M.load_stats(ref_path) if os.path.exists(ref_path) else M.save_stats(ref_path, real)
+        m["kid"], m["kid_std"] = M.kid(fake, real)
+        m["precision"], m["recall"] = M.precision_recall(real, fake)
+        m["num_reference"] = len(real)
+    m["fid"] = M.fid_from_stats(fake, ref)
+    path = unique_path(os.path.join(workdir, "eval", f"inception_{sampler}_{num_steps}.json"))
+    with open(path, "w") as f:
+        json.dump(m, f, indent=2)
+    m["path"] = path
+    return m
