@@ -198,3 +198,43 @@ def test_evaluate_inception_end_to_end(tmp_path, two_step_run):
     np.savez(tmp_path / "bad.npz", **bad)
     with pytest.raises(ValueError, match="no tensor 'Mixed_5b.branch1x1.conv.weight'"):
         evaluate_inception(wd, str(tmp_path / "bad.npz"), str(tmp_path / "ref.npz"), num_samples=8, chunk_size=8)
+
+
+TWO_PROCESS_SCRIPT = """
+import sys, jax
+sys.path.insert(0, {tests!r})
+from jaxdiff.training import parallel
+parallel.initialize({coord!r}, 2, {pid}, initialization_timeout_s=120)
+from test_inception import _toy_sample_fn
+from jaxdiff.evaluation.inception_eval import generate_chunks
+mine = generate_chunks(jax.jit(_toy_sample_fn), None, {out!r}, num_samples=36, chunk_size=4, seed=5, log=lambda s: 0)
+print("MINE", ",".join(p[-12:-4] for p in mine))
+"""
+
+
+@pytest.mark.slow  # two processes start and connect: ~20 s
+def test_two_processes_split_the_chunks(tmp_path):
+    """Two processes (jax.distributed) write disjoint chunks (c mod 2) that together hold every index once,
+    equal to one process's samples."""
+    import subprocess
+    import sys
+
+    from test_parallel import _free_port
+
+    from jaxdiff.evaluation.inception_eval import generate_chunks, read_chunks
+
+    coord = f"127.0.0.1:{_free_port()}"
+    env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="--xla_force_host_platform_device_count=2")
+    procs = [subprocess.Popen([sys.executable, "-c", TWO_PROCESS_SCRIPT.format(
+        tests=os.path.dirname(__file__), coord=coord, pid=i, out=str(tmp_path / "two"))], env=env,
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for i in range(2)]
+    outs = [p.communicate(timeout=300)[0] for p in procs]
+    assert all(p.returncode == 0 for p in procs), outs[0][-3000:] + outs[1][-3000:]
+    mine = [[int(s) for s in [l for l in o.splitlines() if l.startswith("MINE")][-1][5:].split(",")] for o in outs]
+    assert mine == [list(range(0, 36, 8)), list(range(4, 36, 8))]
+    n = jax.local_device_count()  # this process: another chunk size, the same samples per index
+    generate_chunks(jax.jit(_toy_sample_fn), None, str(tmp_path / "one"), num_samples=36, chunk_size=n, seed=5,
+                    log=lambda s: 0)
+    np.testing.assert_array_equal(read_chunks(str(tmp_path / "two"), 36, 4, "indices"), np.arange(36))
+    np.testing.assert_array_equal(read_chunks(str(tmp_path / "two"), 36, 4, "samples"),
+                                  read_chunks(str(tmp_path / "one"), 36, n, "samples"))
