@@ -9,6 +9,9 @@ and targets of unit variance at every noise level:
   D(x_hat; sigma) = c_skip(sigma) x_hat + c_out(sigma) F(c_in(sigma) x_hat; c_noise(sigma)), the denoiser of
   EDM's Table 1 (:func:`jaxdiff.parameterization.edm_precond`): the output is an x0-prediction, and the
   loss weighting ``edm`` (lambda = 1 / c_out^2 on the x0 error) makes the backbone's own error unit-weighted.
+* ``kind="sigma_scaled"``: NCSNv2's noise conditioning (Song & Ermon 2020, Technique 3): an unconditional
+  network (its time input held at 0) whose output is divided by sigma_t, s(x, t) = F(x) / sigma_t, a
+  score-prediction (-F is the network's eps).
 * ``kind="input"``: only the input is scaled, c_in = 1 / sqrt(alpha_t^2 + sigma_t^2) (EDM's c_in with
   sigma_data = 1; the identity on VP schedules), and t passes through; the output keeps the config's
   parameterization. VE / NCSN models, whose x_t reaches sigma_max ~ 10-50, keep their first layers in range.
@@ -23,7 +26,7 @@ import jax.numpy as jnp
 
 from jaxdiff.parameterization import edm_precond
 
-PRECONDITIONINGS = ("none", "input", "edm")
+PRECONDITIONINGS = ("none", "input", "edm", "sigma_scaled")
 
 
 def check_preconditioning(kind: str, prediction: str, sigma_data: float = 0.5):
@@ -33,6 +36,9 @@ def check_preconditioning(kind: str, prediction: str, sigma_data: float = 0.5):
     if kind == "edm" and prediction != "x0":
         raise ValueError(f"diffusion.preconditioning='edm' makes the network a denoiser D(x; sigma), an x0-"
                          f"prediction: set diffusion.prediction='x0' (got {prediction!r})")
+    if kind == "sigma_scaled" and prediction != "score":
+        raise ValueError(f"diffusion.preconditioning='sigma_scaled' outputs F(x) / sigma, a score: set "
+                         f"diffusion.prediction='score' (got {prediction!r})")
     if not sigma_data > 0:
         raise ValueError(f"diffusion.sigma_data={sigma_data}; allowed: the data's standard deviation, > 0")
 
@@ -59,6 +65,9 @@ class Preconditioned(nn.Module):
         if self.kind == "input":
             c_in = 1.0 / jnp.sqrt(alpha**2 + sigma_t**2)
             return self.backbone(x * c_in.reshape(shape), t, cond, train)
+        if self.kind == "sigma_scaled":
+            f = self.backbone(x, jnp.zeros_like(t), cond, train).astype(jnp.float32)
+            return f / sigma_t.reshape(shape)
         if self.kind != "edm":
             raise ValueError(f"unknown preconditioning kind {self.kind!r}; allowed: {list(PRECONDITIONINGS[1:])}")
         sigma = sigma_t / alpha

@@ -65,12 +65,18 @@ def sample_annealed_langevin(model_fn, schedule, x_T, key, *, num_steps: int | N
                              prediction: str = "eps",
                              n_steps_each: int = 100, step_lr=2e-5, spacing: str = "uniform",
                              t_max: float = 1.0, t_min=None, cond=None, denoise_final: bool = True,
-                             return_trajectory: bool = False):
+                             consistent: bool = False, return_trajectory: bool = False):
     """Annealed Langevin dynamics (Song & Ermon 2019, Algorithm 1) over ``num_steps`` noise levels
     sigma_1 > ... > sigma_L (the grid's sigma_t; geometric for the VE schedule): at each level
-    ``n_steps_each`` steps x <- x + a_i/2 score + sqrt(a_i) z, a_i = step_lr sigma_i^2 / sigma_L^2.
-    ``denoise_final`` adds Tweedie's x + sigma_L^2 score (Jolicoeur-Martineau et al. 2021).
-    NFE = num_steps x n_steps_each (+1)."""
+    ``n_steps_each`` steps x <- x + a_i/2 score + sqrt(a_i) z, a_i = step_lr sigma_i^2 / sigma_L^2 (NCSNv2's
+    eps is step_lr / 2: :mod:`jaxdiff.ncsn`). ``denoise_final`` adds Tweedie's x + sigma_L^2 score
+    (Jolicoeur-Martineau et al. 2021). ``consistent``: their consistent annealed sampling (Algorithm 2), one
+    step per level with ``n_steps_each = 1``: x <- x + eta sigma_i^2 score + sqrt(sigma_{i+1}^2 - (1 - eta)^2
+    sigma_i^2) z, eta = step_lr / (2 sigma_L^2), sigma_{L+1} = 0, so that x keeps the noise level of the
+    grid at every step (exactly, for a point of data). NFE = num_steps x n_steps_each (+1)."""
+    if consistent and n_steps_each != 1:
+        raise ValueError(f"consistent annealed sampling takes one step per level: n_steps_each=1, got "
+                         f"{n_steps_each}; use more levels (num_steps) instead")
     den, ts = prepare(model_fn, schedule, x_T, ts=ts, num_steps=num_steps, prediction=prediction,
                       spacing=spacing, t_max=t_max, t_min=t_min, cond=cond)
     levels = ts[:-1]  # the num_steps noise levels visited
@@ -80,6 +86,13 @@ def sample_annealed_langevin(model_fn, schedule, x_T, key, *, num_steps: int | N
     def step(carry, t, s, i):
         (x,) = carry
         a = step_lr * (schedule.sigma(t) / sigma_L) ** 2
+        if consistent:
+            sig = schedule.sigma(t)
+            sig_next = jnp.where(i == levels.shape[0] - 1, 0.0, schedule.sigma(s))
+            eta = step_lr / (2 * sigma_L**2)
+            z = jax.random.normal(step_key(key, i), x.shape, x.dtype)
+            noise = jnp.sqrt(jnp.maximum(sig_next**2 - (1 - eta) ** 2 * sig**2, 0.0))
+            return (x + eta * sig**2 * _score(den, schedule, x, t) + noise * z,)
 
         def body(j, x):
             z = jax.random.normal(jax.random.fold_in(step_key(key, i), j), x.shape, x.dtype)
