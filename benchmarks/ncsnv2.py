@@ -39,6 +39,7 @@ def main():
     rows_spec = [("NCSN: annealed Langevin (10 levels x 30 steps, denoising step)", args.ncsn,
                   digits_ncsn.get_config())]
     for label, variant in (("NCSNv2: annealed Langevin (24 levels x 5 steps)", ""),
+                           ("NCSNv2: annealed Langevin (24 levels x 20 steps)", "long"),
                            ("NCSNv2: + final denoising step", "denoise"),
                            ("NCSNv2: consistent annealed sampling (120 levels) + denoising step", "cas")):
         rows_spec.append((label, args.ncsnv2, digits_ncsnv2.get_config(variant)))

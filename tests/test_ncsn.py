@@ -83,6 +83,8 @@ def test_digits_ncsnv2_config_is_the_rule_on_the_training_data(data_dir):
     assert s["num_levels"] == cfg.LEVELS == c.diffusion.noise_levels == c.sample.num_steps
     np.testing.assert_allclose([s["sigma_1"], s["gamma"], s["eps"]], [cfg.SIGMA_1, cfg.GAMMA, cfg.EPS], rtol=1e-9)
     np.testing.assert_allclose(c.sample.options.step_lr, 2 * s["eps"], rtol=1e-12)
+    np.testing.assert_allclose(cfg.get_config("long").sample.options.step_lr,
+                               2 * ncsn.langevin_step_size(s["gamma"], cfg.SIGMA_L, cfg.LONG_STEPS), rtol=1e-6)
     sched = build_schedule(c)  # the training / sampling levels t = i / L are sigma_L gamma^(i - 1)
     sig = np.asarray(sched.sigma(jnp.arange(1, cfg.LEVELS + 1) / cfg.LEVELS), np.float64)
     np.testing.assert_allclose(sig, cfg.SIGMA_L * cfg.GAMMA ** np.arange(cfg.LEVELS), rtol=1e-5)

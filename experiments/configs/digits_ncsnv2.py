@@ -10,7 +10,8 @@ EMA of the weights (Technique 5). ``digits_ncsn.py`` keeps NCSN for comparison.
     python -m experiments.train --config experiments/configs/digits_ncsnv2.py --workdir runs/digits_ncsnv2
     python -m experiments.sample --workdir runs/digits_ncsnv2          # annealed Langevin, 24 levels x 5 steps
 
-Variants: ``:denoise`` (the final denoising step x + sigma_L^2 s(x), Jolicoeur-Martineau et al. 2021),
+Variants: ``:long`` (T = 20 steps per level, eps = 9.8e-6 by the same rule: 480 evaluations),
+``:denoise`` (the final denoising step x + sigma_L^2 s(x), Jolicoeur-Martineau et al. 2021),
 ``:cas`` (their consistent annealed sampling: 120 geometric levels, one step each, then the denoising step),
 ``:smoke``; comma-separated.
 """
@@ -23,13 +24,16 @@ LEVELS = 24
 GAMMA = (SIGMA_1 / SIGMA_L) ** (1 / (LEVELS - 1))
 STEPS_PER_LEVEL = 5
 EPS = 2.3678886760179574e-05  # ncsnv2_settings(...)["eps"] for T = 5
+LONG_STEPS = 20
+LONG_EPS = 9.818747171351878e-06  # langevin_step_size(GAMMA, SIGMA_L, 20): "T as large as the budget allows"
 
 
 def get_config(variant: str = ""):
     variants = [v for v in variant.split(",") if v]
     for v in variants:
-        if v not in ("smoke", "denoise", "cas"):
-            raise ValueError(f"unknown config variant {v!r}; allowed: 'smoke', 'denoise', 'cas' (comma-separated)")
+        if v not in ("smoke", "denoise", "cas", "long"):
+            raise ValueError(f"unknown config variant {v!r}; allowed: 'smoke', 'denoise', 'cas', 'long' "
+                             "(comma-separated)")
     c = score_sde_config("ve", "smoke" if "smoke" in variants else "", sigma_min=SIGMA_L / GAMMA, sigma_max=SIGMA_1)
     d = c.diffusion
     d.prediction = "score"  # s(x, sigma) = F(x) / sigma
@@ -40,6 +44,8 @@ def get_config(variant: str = ""):
     c.sample.num_steps = LEVELS
     c.sample.options = {"n_steps_each": STEPS_PER_LEVEL, "step_lr": 2 * EPS, "t_min": 0.0,
                         "denoise_final": "denoise" in variants or "cas" in variants}
+    if "long" in variants:
+        c.sample.options.update(n_steps_each=LONG_STEPS, step_lr=2 * LONG_EPS)
     if "cas" in variants:  # the same 120 evaluations on a 5x finer geometric grid over sigma_1 .. sigma_L:
         n = LEVELS * STEPS_PER_LEVEL  # levels t = 1 - k (1 - t_min) / n, k < n, end at t = 1 / L
         c.sample.num_steps = n
