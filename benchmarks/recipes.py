@@ -131,7 +131,8 @@ def main():
              "|---|---|---|---|---|---|---|---|" + ("---|" if len(seeds) > 1 else "")]
     for r in out["rows"]:
         per = " / ".join(f"{p['fd_ratio']:.2f}" for p in r["per_seed"]) + " |" if len(seeds) > 1 else ""
-        lines.append(f"| {r['run']} | {r['recipe']} | {r['sampler']} | {r['nfe']} | {quality_cells(r)} |{per}")
+        cells = f"| {r['run']} | {r['recipe']} | {r['sampler']} | {r['nfe']} | {quality_cells(r)} |"
+        lines.append(cells + (" " + per if per else ""))
     write_markdown(args.out + ".md", lines)
 
 
