@@ -16,13 +16,20 @@ import jax.numpy as jnp
 Dtype = Any
 
 
-def timestep_embedding(t, dim: int, max_period: float = 10000.0):
+def timestep_embedding(t, dim: int, max_period: float = 10000.0, freq_shift: float = 0.0,
+                       flip_sin_to_cos: bool = True):
     """Sinusoidal embedding of (possibly fractional) timesteps ``t [B]`` -> ``[B, dim]``
-    (Vaswani et al. 2017, as in DDPM): [cos(t f_k), sin(t f_k)], f_k = max_period^{-k/(dim/2)}."""
+    (Vaswani et al. 2017, as in DDPM): [cos(t f_k), sin(t f_k)], f_k = max_period^{-k/(dim/2 - freq_shift)}.
+
+    ``freq_shift = 1`` with ``flip_sin_to_cos = False`` ([sin, cos]) is the original DDPM code's embedding
+    (diffusers' ``freq_shift`` / ``flip_sin_to_cos``, as ``google/ddpm-*`` checkpoints use it). Computed in
+    float32, or float64 when ``t`` is."""
     half = dim // 2
-    freqs = jnp.exp(-math.log(max_period) * jnp.arange(half, dtype=jnp.float32) / half)
-    args = t.astype(jnp.float32)[:, None] * freqs[None]
-    emb = jnp.concatenate([jnp.cos(args), jnp.sin(args)], axis=-1)
+    dt = jnp.promote_types(jnp.asarray(t).dtype, jnp.float32)
+    freqs = jnp.exp(-math.log(max_period) * jnp.arange(half, dtype=dt) / (half - freq_shift))
+    args = t.astype(dt)[:, None] * freqs[None]
+    pair = [jnp.cos(args), jnp.sin(args)]
+    emb = jnp.concatenate(pair if flip_sin_to_cos else pair[::-1], axis=-1)
     if dim % 2:
         emb = jnp.pad(emb, ((0, 0), (0, 1)))
     return emb
@@ -43,32 +50,39 @@ class FourierFeatures(nn.Module):
         return jnp.concatenate([jnp.sin(args), jnp.cos(args)], -1)
 
 
-def group_norm(num_groups: int, channels: int, dtype: Dtype, param_dtype: Dtype, name=None):
+def group_norm(num_groups: int, channels: int, dtype: Dtype, param_dtype: Dtype, name=None, eps: float = 1e-5):
     groups = min(num_groups, channels)
     while channels % groups:
         groups -= 1
-    return nn.GroupNorm(num_groups=groups, dtype=dtype, param_dtype=param_dtype, epsilon=1e-5, name=name)
+    return nn.GroupNorm(num_groups=groups, dtype=dtype, param_dtype=param_dtype, epsilon=eps, name=name)
 
 
 def conv(features: int, nd: int, kernel: int = 3, stride: int = 1, dtype=jnp.float32,
-         param_dtype=jnp.float32, zero_init: bool = False, name=None):
+         param_dtype=jnp.float32, zero_init: bool = False, name=None, padding="SAME"):
     kw = {"kernel_init": nn.initializers.zeros} if zero_init else {}
-    return nn.Conv(features, (kernel,) * nd, strides=(stride,) * nd, padding="SAME", dtype=dtype,
+    return nn.Conv(features, (kernel,) * nd, strides=(stride,) * nd, padding=padding, dtype=dtype,
                    param_dtype=param_dtype, name=name, **kw)
 
 
+DOWNSAMPLE_PADDINGS = ("same", "symmetric")
+
+
 class Downsample(nn.Module):
-    """Halve every spatial axis: strided 3x3 conv (DDPM) or average pooling."""
+    """Halve every spatial axis: strided 3x3 conv (DDPM) or average pooling. The conv pads ``"same"`` (one
+    row / column after, as the original DDPM code and diffusers' ``downsample_padding=0``) or
+    ``"symmetric"`` (one on each side, as ADM and diffusers' ``downsample_padding=1``)."""
 
     use_conv: bool = True
     dtype: Dtype = jnp.float32
     param_dtype: Dtype = jnp.float32
+    padding: str = "same"
 
     @nn.compact
     def __call__(self, x):
         nd = x.ndim - 2
         if self.use_conv:
-            return conv(x.shape[-1], nd, 3, 2, self.dtype, self.param_dtype)(x)
+            pad = "SAME" if self.padding == "same" else ((1, 1),) * nd
+            return conv(x.shape[-1], nd, 3, 2, self.dtype, self.param_dtype, padding=pad)(x)
         return nn.avg_pool(x, (2,) * nd, (2,) * nd)
 
 
@@ -102,12 +116,13 @@ class ResBlock(nn.Module):
     skip_rescale: bool = False
     dtype: Dtype = jnp.float32
     param_dtype: Dtype = jnp.float32
+    eps: float = 1e-5  # GroupNorm epsilon
 
     @nn.compact
     def __call__(self, x, emb, train: bool = False):
         nd = x.ndim - 2
         kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
-        h = nn.silu(group_norm(self.num_groups, x.shape[-1], **kw)(x))
+        h = nn.silu(group_norm(self.num_groups, x.shape[-1], **kw, eps=self.eps)(x))
         if self.resample == "up":
             h, x = Upsample(False, **kw)(h), Upsample(False, **kw)(x)
         elif self.resample == "down":
@@ -115,7 +130,7 @@ class ResBlock(nn.Module):
         h = conv(self.out_ch, nd, **kw)(h)
         e = nn.Dense(2 * self.out_ch if self.scale_shift else self.out_ch, **kw)(nn.silu(emb))
         e = e.reshape(e.shape[:1] + (1,) * nd + e.shape[1:])
-        norm = group_norm(self.num_groups, self.out_ch, **kw)
+        norm = group_norm(self.num_groups, self.out_ch, **kw, eps=self.eps)
         if self.scale_shift:
             scale, shift = jnp.split(e, 2, axis=-1)
             h = norm(h) * (1 + scale) + shift
@@ -129,6 +144,15 @@ class ResBlock(nn.Module):
         return out / math.sqrt(2.0) if self.skip_rescale else out
 
 
+def attention(q, k, v):
+    """Softmax attention ``[B, N, H, D]``: ``jax.nn.dot_product_attention`` (fused kernels where available),
+    which takes the softmax in float32; float64 inputs (parity tests) take an exact float64 path instead."""
+    if q.dtype != jnp.float64:
+        return jax.nn.dot_product_attention(q, k, v)
+    logits = jnp.einsum("bqhd,bkhd->bhqk", q, k) / math.sqrt(q.shape[-1])
+    return jnp.einsum("bhqk,bkhd->bqhd", jax.nn.softmax(logits, axis=-1), v)
+
+
 class AttentionBlock(nn.Module):
     """Multi-head self-attention over all spatial positions (and optional cross-attention to a context
     sequence ``[B, N, D]``) with ``jax.nn.dot_product_attention``; zero-initialised output projection."""
@@ -139,6 +163,7 @@ class AttentionBlock(nn.Module):
     skip_rescale: bool = False
     dtype: Dtype = jnp.float32
     param_dtype: Dtype = jnp.float32
+    eps: float = 1e-5  # GroupNorm epsilon
 
     @nn.compact
     def __call__(self, x, context=None):
@@ -147,15 +172,15 @@ class AttentionBlock(nn.Module):
         if C % heads:
             raise ValueError(f"attention: {C} channels are not divisible into {heads} heads")
         kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
-        h = group_norm(self.num_groups, C, **kw)(x).reshape(B, -1, C)
+        h = group_norm(self.num_groups, C, **kw, eps=self.eps)(x).reshape(B, -1, C)
         qkv = nn.Dense(3 * C, **kw)(h).reshape(B, -1, 3, heads, C // heads)
         q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
-        a = jax.nn.dot_product_attention(q, k, v).reshape(B, -1, C)
+        a = attention(q, k, v).reshape(B, -1, C)
         if context is not None:
             hc = nn.LayerNorm(**kw)(a + h)
             q = nn.Dense(C, **kw)(hc).reshape(B, -1, heads, C // heads)
             kv = nn.Dense(2 * C, **kw)(context.astype(self.dtype)).reshape(B, -1, 2, heads, C // heads)
-            a = a + jax.nn.dot_product_attention(q, kv[:, :, 0], kv[:, :, 1]).reshape(B, -1, C)
+            a = a + attention(q, kv[:, :, 0], kv[:, :, 1]).reshape(B, -1, C)
         out = nn.Dense(C, kernel_init=nn.initializers.zeros, **kw)(a).reshape(x.shape)
         out = x + out
         return out / math.sqrt(2.0) if self.skip_rescale else out

@@ -15,6 +15,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from jaxdiff.models.layers import (
+    DOWNSAMPLE_PADDINGS,
     AttentionBlock,
     Downsample,
     FourierFeatures,
@@ -25,7 +26,7 @@ from jaxdiff.models.layers import (
     timestep_embedding,
 )
 
-DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
+DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16, "float64": jnp.float64}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,8 +51,16 @@ class UNetConfig:
     context_dim: Optional[int] = None  # cross-attention to a [B, N, context_dim] context
     time_embedding: str = "sinusoidal"  # "sinusoidal" (of time_scale * t) | "fourier" (of log sigma-like t)
     time_scale: float = 1000.0
+    # The sinusoidal embedding takes time_scale * t + time_offset, frequencies max_period^(-k / (half -
+    # time_freq_shift)), [cos, sin] (time_flip_sin_to_cos) or [sin, cos]. Imported diffusers / original-DDPM
+    # checkpoints set offset -1 (their step index j is jaxdiff's t = (j + 1) / T), shift 1, no flip.
+    time_offset: float = 0.0
+    time_freq_shift: float = 0.0
+    time_flip_sin_to_cos: bool = True
     skip_rescale: bool = False
     num_groups: int = 32
+    norm_eps: float = 1e-5  # GroupNorm epsilon (diffusers' DDPM checkpoints: 1e-6)
+    downsample_padding: str = "same"  # "same" (DDPM: one after) | "symmetric" (ADM: one on each side)
     dims: int = 2
     dtype: str = "float32"
     param_dtype: str = "float32"
@@ -84,6 +93,10 @@ class UNetConfig:
             raise ValueError(f"time_embedding={self.time_embedding!r}; allowed: ['fourier', 'sinusoidal']")
         if self.dims not in (1, 2):
             raise ValueError(f"dims must be 1 or 2, got {self.dims}")
+        if self.downsample_padding not in DOWNSAMPLE_PADDINGS:
+            raise ValueError(f"downsample_padding={self.downsample_padding!r}; allowed: {list(DOWNSAMPLE_PADDINGS)}")
+        if not 0 <= self.time_freq_shift < self.base_channels // 2:
+            raise ValueError(f"time_freq_shift={self.time_freq_shift}; allowed: 0 <= shift < base_channels / 2")
         return self
 
     def check_input(self, shape):
@@ -122,7 +135,8 @@ class UNet(nn.Module):
         if cfg.time_embedding == "fourier":
             emb = FourierFeatures(ch)(t)
         else:
-            emb = timestep_embedding(t * cfg.time_scale, ch)
+            emb = timestep_embedding(t * cfg.time_scale + cfg.time_offset, ch, freq_shift=cfg.time_freq_shift,
+                                     flip_sin_to_cos=cfg.time_flip_sin_to_cos)
         emb = nn.Dense(emb_dim, **kw)(emb.astype(dt))
         emb = nn.Dense(emb_dim, **kw)(nn.silu(emb))
         if cfg.num_classes is not None:
@@ -134,11 +148,11 @@ class UNet(nn.Module):
 
         def res(h, out_ch, resample=None):
             return ResBlock(out_ch, cfg.dropout, cfg.scale_shift, resample, cfg.num_groups,
-                            cfg.skip_rescale, **kw)(h, emb, train)
+                            cfg.skip_rescale, eps=cfg.norm_eps, **kw)(h, emb, train)
 
         def attn(h):
             return AttentionBlock(cfg.num_heads, cfg.head_channels, cfg.num_groups, cfg.skip_rescale,
-                                  **kw)(h, context)
+                                  eps=cfg.norm_eps, **kw)(h, context)
 
         # Downsampling path.
         h = conv(ch, nd, **kw)(x.astype(dt))
@@ -152,7 +166,7 @@ class UNet(nn.Module):
                 skips.append(h)
             if level != len(cfg.channel_mult) - 1:
                 h = res(h, h.shape[-1], "down") if cfg.resblock_updown else \
-                    Downsample(cfg.conv_resample, **kw)(h)
+                    Downsample(cfg.conv_resample, padding=cfg.downsample_padding, **kw)(h)
                 skips.append(h)
 
         # Middle.
@@ -172,9 +186,9 @@ class UNet(nn.Module):
                     Upsample(cfg.conv_resample, **kw)(h)
         assert not skips
 
-        h = nn.silu(group_norm(cfg.num_groups, h.shape[-1], **kw)(h))
+        h = nn.silu(group_norm(cfg.num_groups, h.shape[-1], **kw, eps=cfg.norm_eps)(h))
         out = conv(cfg.c_out, nd, zero_init=True, **kw)(h)
-        return out.astype(jnp.float32)
+        return out.astype(jnp.promote_types(dt, jnp.float32))  # float32 (float64 for a float64 network)
 
 
 def ddpm_cifar10_config(**overrides) -> UNetConfig:

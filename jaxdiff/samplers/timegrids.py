@@ -86,7 +86,7 @@ def time_grid(schedule: Schedule, num_steps: int, spacing: str = "uniform", t_ma
     if discrete and spacing in ("uniform", "quadratic", "trailing", "leading") and t_max == 1.0 \
             and t_min == 0.0:
         steps = discrete_steps(schedule.num_steps, num_steps, spacing)
-        return jnp.asarray(np.append(steps / schedule.num_steps, 0.0), jnp.float32)
+        return jnp.asarray(np.append(steps / schedule.num_steps, 0.0))  # float64 under jax_enable_x64
     flow_start = alpha_vanishes(schedule) and t_max == 1.0 and (spacing == "logsnr" or spacing == "karras"
                                                                 and sigma_max is None)
     append_zero = t_min == 0.0 and (zero_noise_at_zero(schedule) or flow_start)
@@ -94,10 +94,10 @@ def time_grid(schedule: Schedule, num_steps: int, spacing: str = "uniform", t_ma
     if append_zero:
         t_min = 1.0 / schedule.num_steps if discrete else 1e-3
         if num_steps == 1:
-            return jnp.asarray([t_max, 0.0], jnp.float32)
+            return jnp.asarray([t_max, 0.0])
     if flow_start:  # lambda(1) = -inf: one step as long as a uniform grid's, then the spacing from there
         if n_pts == 2:
-            return jnp.asarray([t_max, t_min] + ([0.0] if append_zero else []), jnp.float32)
+            return jnp.asarray([t_max, t_min] + ([0.0] if append_zero else []))
         t_top = t_max - (t_max - t_min) / num_steps
         rest = time_grid(schedule, n_pts - 2, spacing, t_top, t_min, sigma_max)
         tail = [jnp.zeros(1, rest.dtype)] if append_zero else []

@@ -58,8 +58,13 @@ def default_config() -> ml_collections.ConfigDict:
     m.context_dim = placeholder(int)  # text conditioning: the text encoder's width
     m.time_embedding = "sinusoidal"  # sinusoidal | fourier (continuous-time SDE models)
     m.time_scale = 1000.0  # t in [0, 1] is scaled by this before the sinusoidal embedding
+    m.time_offset = 0.0  # the embedding takes time_scale * t + time_offset (imported DDPM checkpoints: -1)
+    m.time_freq_shift = 0.0  # sinusoid frequencies max_period^(-k / (half - shift)) (original DDPM: 1)
+    m.time_flip_sin_to_cos = True  # [cos, sin] (True) or [sin, cos] (original DDPM)
     m.skip_rescale = False  # scale skip connections by 1/sqrt(2) (NCSN++)
     m.num_groups = 32  # GroupNorm groups
+    m.norm_eps = 1e-5  # GroupNorm epsilon (diffusers' DDPM checkpoints: 1e-6)
+    m.downsample_padding = "same"  # same (DDPM: one row / column after) | symmetric (ADM: one each side)
     m.dims = 2  # 2 = images, 1 = audio / series
     m.dtype = "float32"  # compute dtype (bfloat16 allowed)
     m.param_dtype = "float32"  # parameter dtype
