@@ -1,9 +1,12 @@
 """Sample from a trained model (EMA params of the latest checkpoint) with any sampler.
 
     python -m experiments.sample --workdir runs/digits --sampler dpmpp_2m --num_steps 20
+    python -m experiments.sample --from_diffusers DIR --sampler ddim --num_steps 50 --options '{"spacing": "leading"}'
 
 Writes ``samples/<sampler>_<steps>.png`` (a grid) and ``.npz`` (all samples in [-1, 1]) in the workdir,
-never overwriting earlier files.
+never overwriting earlier files. ``--from_diffusers`` samples a downloaded diffusers ``UNet2DModel`` checkpoint
+(e.g. ``google/ddpm-cifar10-32``: its ``config.json``, weights and ``scheduler_config.json``) with any jaxdiff
+sampler (``jaxdiff.interop.diffusers_unet``), writing under ``runs/from_diffusers/<name>/samples`` by default.
 """
 
 import json
@@ -20,6 +23,9 @@ from jaxdiff.training.tasks import load_classifier, restore_trained
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("workdir", None, "Training workdir (config.json + checkpoints).")
+flags.DEFINE_string("from_diffusers", None, "A downloaded diffusers UNet2DModel checkpoint directory (config.json, "
+                    "diffusion_pytorch_model.safetensors or .bin, scheduler_config.json) to sample instead of a "
+                    "workdir.")
 flags.DEFINE_string("sampler", None, "Sampler name (default: the config's).")
 flags.DEFINE_integer("num_steps", None, "Sampler steps (default: the config's).")
 flags.DEFINE_integer("num_samples", None, "How many samples (default: the config's).")
@@ -41,19 +47,32 @@ flags.DEFINE_integer("jump_length", 10, "RePaint steps per segment for --inpaint
 flags.DEFINE_string("init_image", None, "SDEdit / img2img: an .npz of images in [-1, 1] (key 'samples', as this "
                     "script writes, or 'images') noised to --t_start and sampled from there.")
 flags.DEFINE_float("t_start", 0.5, "SDEdit's starting time in (0, 1] (1: plain sampling from the noised input).")
-flags.mark_flags_as_required(["workdir"])
+flags.register_multi_flags_validator(
+    ["workdir", "from_diffusers"], lambda f: (f["workdir"] is None) != (f["from_diffusers"] is None),
+    message="give exactly one of --workdir (a jaxdiff run) and --from_diffusers (a diffusers checkpoint directory)")
 
 
 def main(argv):
     del argv
-    config, model, schedule, params, step = restore_trained(FLAGS.workdir)
+    if FLAGS.from_diffusers:
+        from jaxdiff.interop.diffusers_unet import restore_diffusers
+
+        config, model, schedule, params, step = restore_diffusers(FLAGS.from_diffusers)
+        name = os.path.basename(os.path.normpath(FLAGS.from_diffusers))
+        workdir = os.path.join("runs", "from_diffusers", name)
+        if FLAGS.inpaint or FLAGS.init_image:
+            raise app.UsageError("--inpaint / --init_image need a jaxdiff --workdir (its data set); "
+                                 "--from_diffusers samples from noise")
+    else:
+        config, model, schedule, params, step = restore_trained(FLAGS.workdir)
+        workdir = FLAGS.workdir
     sampler = FLAGS.sampler or config.sample.sampler
     if FLAGS.num_steps is not None and FLAGS.num_steps < 1:
         raise app.UsageError(f"--num_steps={FLAGS.num_steps}; allowed: an integer >= 1 (omit it for the config's "
                              f"{config.sample.num_steps})")
     num_steps = FLAGS.num_steps or config.sample.num_steps
     n = FLAGS.num_samples or config.sample.num_samples
-    stem = FLAGS.out or os.path.join(FLAGS.workdir, "samples", f"{sampler}_{num_steps}")
+    stem = FLAGS.out or os.path.join(workdir, "samples", f"{sampler}_{num_steps}")
     if FLAGS.inpaint:
         out = inpaint_test_images(config, model, schedule, params, FLAGS.inpaint, sampler=sampler,
                                   num_steps=num_steps, resample=FLAGS.resample, jump_length=FLAGS.jump_length,

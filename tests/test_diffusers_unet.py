@@ -271,3 +271,25 @@ def test_live_against_diffusers(fx):
     cfg = du.unet_config_from_diffusers(DDPM_CIFAR10)
     params = du.params_from_diffusers(ref.state_dict(), cfg)
     assert count_params(params) == 35_746_307
+
+
+def test_sample_from_diffusers_directory(fx, tmp_path, monkeypatch):
+    """``experiments.sample --from_diffusers DIR`` samples the imported network with a jaxdiff sampler, writes
+    under runs/from_diffusers/<name>/samples (never over earlier files) and refuses --workdir beside it."""
+    from absl import flags
+    from test_readme_commands import run
+
+    write_checkpoint(fx, str(tmp_path / "ddpm-tiny"))
+    monkeypatch.chdir(tmp_path)
+    argv = ["experiments.sample", f"--from_diffusers={tmp_path / 'ddpm-tiny'}", "--sampler=ddim", "--num_steps=4",
+            "--num_samples=3"]
+    run(argv)
+    run(argv)
+    out = tmp_path / "runs" / "from_diffusers" / "ddpm-tiny" / "samples"
+    npz = sorted(p.name for p in out.glob("*.npz"))
+    assert npz == ["ddim_4.1.npz", "ddim_4.npz"], npz
+    with np.load(out / "ddim_4.npz") as f:
+        x = f["samples"]
+    assert x.shape == (3, 8, 8, 3) and np.all(np.abs(x) <= 1.0)  # the scheduler's clip_sample: x0 in [-1, 1]
+    with pytest.raises(flags.IllegalFlagValueError, match="exactly one of --workdir"):
+        run(argv + ["--workdir=runs/x"])

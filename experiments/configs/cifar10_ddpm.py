@@ -46,15 +46,21 @@ def get_config(variant: str = ""):
     c.sample.num_steps = 1000
     c.sample.num_samples = 50_000
     c.sample.batch_size = 1000
-    if variant == "smoke":  # the same code path on a laptop: tiny widths, a few steps
+    if variant == "smoke":  # the same code path in seconds (tests/test_cifar10.py on tfds.testing.mock_data)
         c.model.base_channels = 16
+        c.model.channel_mult = (1, 2)  # 32 and 16 (attention at 16 stays)
+        c.model.num_res_blocks = 1
         c.model.num_groups = 8
+        c.diffusion.num_steps = 50
         c.optim.batch_size = 8
+        c.optim.warmup_steps = 2
         c.train.num_steps = 4
         c.train.checkpoint_every = 2
         c.train.sample_every = 4
-        c.train.num_grid_samples = 4
         c.sample.num_steps = 4
+        c.sample.num_samples = c.sample.batch_size = c.eval.num_samples = c.train.num_grid_samples = 16
+        c.eval.vlb_examples = 8
+        c.eval.bootstrap = 20
         c.parallel.mode = "jit"
     elif variant:
         raise ValueError(f"unknown config variant {variant!r}; allowed: '', 'smoke'")

@@ -31,11 +31,11 @@ def check_autoencoder_input(config, shape):
 
 def init_params(config, model: AutoencoderKL):
     """The trained params: the autoencoder's, or ``{"autoencoder", "discriminator"}`` with a discriminator."""
-    params = model.init(init_key(config), example_input(config))["params"]
+    params = jax.jit(model.init)(init_key(config), example_input(config))["params"]
     disc = build_discriminator(config)
     if disc is None:
         return params
-    d = disc.init(run_key(config.seed, Stream.DISC_INIT), example_input(config))["params"]
+    d = jax.jit(disc.init)(run_key(config.seed, Stream.DISC_INIT), example_input(config))["params"]
     return {"autoencoder": params, "discriminator": d}
 
 
