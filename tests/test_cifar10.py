@@ -53,3 +53,48 @@ def test_cifar10_smoke_trains_samples_and_evaluates(tmp_path, mock_cifar10, monk
     m = evaluate(workdir, vlb=False)  # (the VLB over T steps has its own tests; its compile would double this)
     # mock_data's train and test splits are the same random examples: the floor is 0
     assert m["num_samples"] == 16 and np.isfinite(m["fd"]) and m["fd"] > 0 and abs(m["fd_floor_train_vs_test"]) < 1e-6
+
+
+def synthetic_batches(n=3, seed=0):
+    rng = np.random.default_rng(seed)
+    from jaxdiff.data.cifar10 import TEST_BATCHES, TRAIN_BATCHES
+
+    return {name: (rng.integers(0, 256, (n, 32, 32, 3), dtype=np.uint8), rng.integers(0, 10, n))
+            for name in TRAIN_BATCHES + TEST_BATCHES}
+
+
+def test_cifar10_builder_reads_the_python_archive(tmp_path):
+    """jaxdiff's TensorFlow-free CIFAR-10 builder prepares array_record files from an archive in the official
+    layout (pickled [N, 3072] rows of red, green, blue planes) and load_source('cifar10') reads them back
+    pixel for pixel."""
+    from jaxdiff.data import cifar10
+    from jaxdiff.data.pipeline import load_source
+
+    batches = synthetic_batches()
+    manual = tmp_path / "data" / "downloads" / "manual"
+    manual.mkdir(parents=True)
+    cifar10.write_archive(str(manual / cifar10.ARCHIVE), batches)
+    row = batches["data_batch_2"][0][1].transpose(2, 0, 1).reshape(-1)  # the archive's own layout
+    images, _ = cifar10.read_batches(str(manual / cifar10.ARCHIVE), ["data_batch_2"])
+    assert np.array_equal(images[1].transpose(2, 0, 1).reshape(-1), row)
+    train = load_source("cifar10", "train", str(tmp_path / "data"))
+    test = load_source("cifar10", "test", str(tmp_path / "data"))
+    assert len(train) == 15 and len(test) == 3
+    want = np.concatenate([batches[f"data_batch_{i}"][0] for i in range(1, 6)])
+    want_y = np.concatenate([batches[f"data_batch_{i}"][1] for i in range(1, 6)])
+    got = sorted((e["image"].tobytes(), int(e["label"])) for e in (train[i] for i in range(len(train))))
+    assert got == sorted((im.tobytes(), int(y)) for im, y in zip(want, want_y))
+    assert train[0]["image"].dtype == np.uint8 and train[0]["image"].shape == (32, 32, 3)
+    with pytest.raises(ValueError, match="no batch 'data_batch_9'"):
+        cifar10.read_batches(str(manual / cifar10.ARCHIVE), ["data_batch_9"])
+
+
+def test_cifar10_failed_preparation_says_what_to_do(tmp_path, monkeypatch):
+    from jaxdiff.data.pipeline import load_source
+
+    def offline(self, *args, **kwargs):
+        raise ConnectionError("no network")
+
+    monkeypatch.setattr(tfds.download.DownloadManager, "download", offline)
+    with pytest.raises(RuntimeError, match=r"put it at .*downloads/manual/cifar-10-python\.tar\.gz"):
+        load_source("cifar10", "train", str(tmp_path / "data"))

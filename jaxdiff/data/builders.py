@@ -169,4 +169,12 @@ class Photos(tfds.core.GeneratorBasedBuilder):
                 yield f"{name}_{j}", {"image": crop, "label": all_names.index(name)}
 
 
-OFFLINE_BUILDERS = {"digits": Digits, "series": Series, "photos": Photos}
+def _cifar10(**kwargs):
+    from jaxdiff.data.cifar10 import Cifar10Python
+
+    kwargs.pop("config", None)
+    return Cifar10Python(**kwargs)
+
+
+# jaxdiff's builders by data.name; cifar10 is jaxdiff's TensorFlow-free builder (jaxdiff/data/cifar10.py)
+OFFLINE_BUILDERS = {"digits": Digits, "series": Series, "photos": Photos, "cifar10": _cifar10}
