@@ -10,13 +10,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxdiff import samplers
+from jaxdiff.interop import diffusers_parity as parity
 from jaxdiff.interop import diffusers_unet as du
-from jaxdiff.interop.make_unet_fixture import CONFIGS, SEED, random_state_dict
+from jaxdiff.interop.make_unet_fixture import CONFIGS
 from jaxdiff.models.unet import UNet, count_params, ddpm_cifar10_config
-from jaxdiff.parameterization import clip_x0_model_fn
-from jaxdiff.samplers.common import step_key
-from jaxdiff.samplers.timegrids import time_grid
 from jaxdiff.schedules import get_schedule
 
 FIXTURE = os.path.join(os.path.dirname(__file__), "fixtures", "diffusers_unet_fixture.npz")
@@ -33,31 +30,16 @@ DDPM_CIFAR10 = {"_class_name": "UNet2DModel", "act_fn": "silu", "attention_head_
 
 @pytest.fixture(scope="module")
 def fx():
-    with np.load(FIXTURE) as f:
-        return {k: f[k] for k in f.files}
+    return parity.load_fixture(FIXTURE)
 
 
-def converted(fx, name, dtype=np.float32):
-    config = json.loads(str(fx[f"{name}/config"]))
-    shapes = json.loads(str(fx[f"{name}/shapes"]))
-    sd = random_state_dict(SEED, shapes)
-    cfg = du.unet_config_from_diffusers(config)
-    if dtype == np.float64:
-        cfg = du.unet_config_from_diffusers(config, dtype="float64", param_dtype="float64")
-    return cfg, du.params_from_diffusers(sd, cfg, dtype), sd, config
+converted = parity.converted
 
 
 @pytest.mark.parametrize("name", list(CONFIGS))
 def test_converted_unet_equals_diffusers(fx, name):
-    cfg, params, _, _ = converted(fx, name)
-    j = fx[f"{name}/j"]
-    labels = fx.get(f"{name}/labels")
-    out = UNet(cfg).apply({"params": params}, fx[f"{name}/x"], (j + 1) / 1000.0,
-                          None if labels is None else jnp.asarray(labels))
-    ref = fx[f"{name}/out"]
-    assert out.shape == ref.shape
-    np.testing.assert_allclose(np.asarray(out), ref, atol=1e-4, rtol=0)
-    assert np.abs(ref).max() > 0.1  # the outputs are not trivially small
+    assert parity.output_error(fx, name) < 1e-4
+    assert np.abs(fx[f"{name}/out"]).max() > 0.1  # the outputs are not trivially small
 
 
 def test_ddpm_cifar10_config_maps_to_the_preset():
@@ -93,9 +75,7 @@ def test_timestep_embedding_matches_diffusers_formula():
 @pytest.fixture(scope="module")
 def ddpm_model64(fx):
     with jax.enable_x64(True):
-        cfg, params, _, _ = converted(fx, "ddpm", np.float64)
-        apply = jax.jit(lambda x, t: UNet(cfg).apply({"params": params}, x, t))
-        yield lambda x, t, cond=None: apply(x, t)
+        yield parity.model64(fx)
 
 
 @pytest.mark.parametrize("spacing", ["leading", "trailing"])
@@ -104,60 +84,24 @@ def test_ddim_trajectory_equals_diffusers(fx, ddpm_model64, spacing, clip):
     """diffusers DDIMScheduler(clip_sample=clip, timestep_spacing=spacing, set_alpha_to_one=True), 10 steps,
     eta = 0, is jaxdiff's sample_ddim(num_steps=10, spacing=spacing) (with clip_x0_model_fn when clipping, which
     re-derives eps from the clipped x0: diffusers' step(..., use_clipped_model_output=True))."""
-    key = f"ddim/{spacing}_clip{int(clip)}"
-    ref = fx[key + "/traj"]
     with jax.enable_x64(True):
-        sched = get_schedule("linear", num_steps=1000)
-        ts = time_grid(sched, 10, spacing)
-        np.testing.assert_allclose(np.asarray(ts[:-1]) * 1000, fx[key + "/timesteps"] + 1, atol=1e-3)
-        model = clip_x0_model_fn(ddpm_model64, sched) if clip else ddpm_model64
-        x, traj = samplers.sample_ddim(model, sched, jnp.asarray(ref[0]), None, num_steps=10, spacing=spacing,
-                                       return_trajectory=True)
-        traj = np.asarray(traj)
-    got = np.concatenate([ref[:1], traj[1:]]) if traj.shape[0] == ref.shape[0] else np.concatenate([ref[:1], traj])
-    scale = np.abs(ref).max(axis=(1, 2, 3, 4), keepdims=True)
-    err = np.abs(got - ref) / np.maximum(scale, 1.0)
-    assert err.max() < 1e-6, err.max(axis=(1, 2, 3, 4))
-    np.testing.assert_allclose(np.asarray(x), ref[-1], rtol=1e-6, atol=1e-6 * max(1.0, np.abs(ref[-1]).max()))
-
-
-def one_step_moments(run):
-    """Mean and per-example std of a one-step sampler call ``run(key)`` = mean + std * z, z its own noise."""
-    k1, k2 = jax.random.key(1), jax.random.key(2)
-    o1, o2 = np.asarray(run(k1)), np.asarray(run(k2))
-    z1, z2 = (np.asarray(jax.random.normal(step_key(k, 0), o1.shape, o1.dtype)) for k in (k1, k2))
-    dz = (z1 - z2).reshape(len(o1), -1)
-    std = np.sum((o1 - o2).reshape(len(o1), -1) * dz, 1) / np.sum(dz**2, 1)
-    return o1 - std[:, None, None, None] * z1, std
+        err = parity.ddim_error(fx, ddpm_model64, spacing, clip)
+    assert err["same_grid"] and err["rel_error"] < 1e-6, err
 
 
 def test_ddim_eta_one_step_moments_equal_diffusers(fx, ddpm_model64):
     with jax.enable_x64(True):
-        sched = get_schedule("linear", num_steps=1000)
-        ts = jnp.asarray([501 / 1000, 401 / 1000])  # diffusers step 500 -> 400 (leading, 10 steps)
-        mean, std = one_step_moments(lambda k: samplers.sample_ddim(ddpm_model64, sched, jnp.asarray(fx["ddim_eta/x"]),
-                                                                    k, ts=ts, eta=1.0))
-    np.testing.assert_allclose(std, fx["ddim_eta/std"], rtol=1e-9)
-    np.testing.assert_allclose(mean, fx["ddim_eta/mean"], atol=1e-9)
+        err = parity.ddim_eta_error(fx, ddpm_model64)
+    assert err["mean"] < 1e-9 and err["std"] < 1e-9, err
 
 
-@pytest.mark.parametrize("case,variance,clip", [("full_small_clip", "fixed_small", True),
-                                                ("full_large", "fixed_large", False),
-                                                ("n50_small", "fixed_small", False)])
-def test_ddpm_step_moments_equal_diffusers(fx, ddpm_model64, case, variance, clip):
+@pytest.mark.parametrize("case", list(parity.DDPM_CASES))
+def test_ddpm_step_moments_equal_diffusers(fx, ddpm_model64, case):
     """DDPMScheduler.step's posterior mean and std (its noise set to 0 and 1) at steps j -> prev equal
     jaxdiff's sample_ddpm on the grid [(j + 1) / T, (prev + 1) / T] (0 where prev = -1)."""
-    p = f"ddpm/{case}/"
     with jax.enable_x64(True):
-        sched = get_schedule("linear", num_steps=1000)
-        model = clip_x0_model_fn(ddpm_model64, sched) if clip else ddpm_model64
-        for k, (j, prev) in enumerate(zip(fx[p + "j"], fx[p + "prev"])):
-            ts = jnp.asarray([(j + 1) / 1000, max(prev + 1, 0) / 1000])
-            x = jnp.asarray(fx[p + "x"])
-            mean, std = one_step_moments(lambda key: samplers.sample_ddpm(model, sched, x, key, ts=ts,
-                                                                          variance=variance))
-            np.testing.assert_allclose(std, fx[p + "std"][k], rtol=1e-8, atol=1e-12, err_msg=f"std at j={j}")
-            np.testing.assert_allclose(mean, fx[p + "mean"][k], rtol=1e-8, atol=1e-10, err_msg=f"mean at j={j}")
+        err = parity.ddpm_error(fx, ddpm_model64, case)
+    assert err["mean"] < 1e-8 and err["std"] < 1e-8, err
 
 
 def test_scheduler_config_maps_to_jaxdiff_settings():

@@ -2,8 +2,9 @@
 workdirs under a temporary directory and documented values in place of placeholders, parsed by absl
 in-process. Three run in the default suite (the main job, its sampling command, the FSDP command); the
 rest run with ``-m slow``. Multi-host lines (``--coordinator``) are covered by the two-process test; lines that
-need what these machines cannot download (CIFAR-10 from TFDS, pytorch-fid's Inception weights) are skipped,
-their code paths tested on mock data and fixtures (``tests/test_inception.py``)."""
+need what these machines cannot download (CIFAR-10, pytorch-fid's Inception weights, a diffusers checkpoint) are
+skipped, their code paths tested on mock data and fixtures (``tests/test_inception.py``, ``test_cifar10.py``,
+``test_diffusers_unet.py``)."""
 
 import importlib
 import os
@@ -39,7 +40,7 @@ def readme_commands() -> list[str]:
 def smoke_argv(cmd: str, tmp: str, data_dir: str) -> list[list[str]] | None:
     """``[module, *args]`` lists of one README command in smoke form (several for a ``{a,b}`` config
     pattern); None for a multi-host line."""
-    if "--coordinator" in cmd or "--inception_weights" in cmd or "configs/cifar10" in cmd:
+    if "--coordinator" in cmd or "--inception_weights" in cmd or "configs/cifar10" in cmd or "--from_diffusers" in cmd:
         return None
     cmd = re.sub(r"\[([^\]]*)\]", r"\1", cmd)  # optional flags are given
     m = re.search(r"digits_\{([a-z,]+)\}\.py", cmd)
