@@ -18,11 +18,12 @@ from jaxdiff import losses
 from jaxdiff.data import Pipeline, load_source
 from jaxdiff.models import UNet, UNetConfig
 from jaxdiff.models.autoencoder import AutoencoderConfig, AutoencoderKL, PatchDiscriminator
+from jaxdiff.models.dit import DiT, DiTConfig
 from jaxdiff.models.precond import Preconditioned, check_preconditioning
 from jaxdiff.rng import Stream, run_key
 from jaxdiff.schedules import get_schedule, is_discrete
 from jaxdiff.training import parallel
-from jaxdiff.training.state import make_optimizer
+from jaxdiff.training.state import make_optimizer, master_weights
 
 DISCRETE_SCHEDULES = ("linear", "scaled_linear", "cosine", "sigmoid")
 
@@ -44,6 +45,25 @@ def unet_config(config) -> UNetConfig:
     if config.diffusion.variance == "learned_range":
         m["learned_variance"] = True
     return UNetConfig(**m).validate()
+
+
+BACKBONES = ("unet", "dit")
+
+
+def backbone_config(config):
+    """The diffusion network's typed config: :class:`UNetConfig` or (``model.backbone = "dit"``)
+    :class:`DiTConfig`, from ``config.model`` (learned variance from ``diffusion.variance``)."""
+    name = config.model.backbone
+    if name not in BACKBONES:
+        raise ValueError(f"model.backbone={name!r}; allowed: {list(BACKBONES)}")
+    if name == "unet":
+        return unet_config(config)
+    m = _fields(config, DiTConfig)
+    if config.diffusion.variance == "learned_range":
+        m["learned_variance"] = True
+    if text_enabled(config):
+        raise ValueError("model.backbone='dit' takes class labels, not text (text.enabled); use the U-Net")
+    return DiTConfig(**m).validate()
 
 
 def autoencoder_config(config) -> AutoencoderConfig:
@@ -71,14 +91,17 @@ def build_schedule(config):
     return get_schedule(d.schedule, **kwargs)
 
 
-def build_model(config) -> tuple[Any, UNetConfig]:
-    """The diffusion network of ``config.model`` (a U-Net; with text, the text-conditioned U-Net), wrapped in
+def build_model(config) -> tuple[Any, UNetConfig | DiTConfig]:
+    """The diffusion network of ``config.model`` (a U-Net, with text the text-conditioned U-Net, or a DiT by
+    ``model.backbone``), wrapped in
     ``diffusion.preconditioning`` (:class:`jaxdiff.models.precond.Preconditioned`: EDM's c_skip / c_out /
     c_in / c_noise, or the input scaling x_t / sqrt(alpha^2 + sigma^2))."""
-    cfg = unet_config(config)
+    cfg = backbone_config(config)
     d = config.diffusion
     check_preconditioning(d.preconditioning, d.prediction, d.sigma_data)
-    if text_enabled(config):
+    if isinstance(cfg, DiTConfig):
+        net = DiT(cfg)
+    elif text_enabled(config):
         from jaxdiff.models.text import TextUNet
 
         if cfg.context_dim is None:
@@ -144,8 +167,10 @@ def build_loss(config, model, schedule):
 def build_optimizer(config):
     """The optimizer of ``config.optim`` (the same one for training and for restoring its checkpoints)."""
     o = config.optim
-    return make_optimizer(o.learning_rate, o.warmup_steps, o.grad_clip, o.weight_decay,
-                          decay_steps=o.decay_steps or None, name=o.optimizer)
+    tx = make_optimizer(o.learning_rate, o.warmup_steps, o.grad_clip, o.weight_decay,
+                        decay_steps=o.decay_steps or None, name=o.optimizer)
+    low = config.model.param_dtype in ("bfloat16", "float16") and config.task == "diffusion"
+    return master_weights(tx) if low else tx  # float32 master weights for bfloat16 params
 
 
 def build_discriminator(config):

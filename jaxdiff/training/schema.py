@@ -40,6 +40,7 @@ def default_config() -> ml_collections.ConfigDict:
     d.length = 512  # audio: samples per clip
 
     c.model = m = ml_collections.ConfigDict()  # the U-Net (jaxdiff.models.UNetConfig) or the autoencoder
+    m.backbone = "unet"  # unet | dit (jaxdiff.models.dit: patch_size, hidden_size, depth, num_heads, remat)
     m.image_size = 32  # spatial size (length for dims=1)
     m.in_channels = 3  # data channels
     m.out_channels = placeholder(int)  # None = in_channels (x2 with learned variance)
@@ -66,6 +67,11 @@ def default_config() -> ml_collections.ConfigDict:
     m.norm_eps = 1e-5  # GroupNorm epsilon (diffusers' DDPM checkpoints: 1e-6)
     m.downsample_padding = "same"  # same (DDPM: one row / column after) | symmetric (ADM: one each side)
     m.dims = 2  # 2 = images, 1 = audio / series
+    m.patch_size = 2  # DiT: patch size
+    m.hidden_size = 384  # DiT: width
+    m.depth = 12  # DiT: blocks
+    m.mlp_ratio = 4.0  # DiT: MLP width / hidden_size
+    m.remat = False  # DiT: recompute each block's activations in the backward pass (nn.remat)
     m.dtype = "float32"  # compute dtype (bfloat16 allowed)
     m.param_dtype = "float32"  # parameter dtype
     m.block_out_channels = (128, 256, 512, 512)  # autoencoder task: widths per level

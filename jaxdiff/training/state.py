@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 import flax.struct
 import jax
@@ -58,9 +58,36 @@ def make_optimizer(learning_rate: float = 2e-4, warmup_steps: int = 5000, grad_c
     return optax.chain(optax.clip_by_global_norm(grad_clip), adam) if grad_clip else adam
 
 
+class MasterWeightsState(NamedTuple):
+    master: Any  # float32 copy of the (low-precision) params
+    inner: Any  # the wrapped transformation's state, over the master copy
+
+
+def master_weights(tx: optax.GradientTransformation) -> optax.GradientTransformation:
+    """Train low-precision (bfloat16) params with float32 master weights (mixed-precision training): ``tx``
+    updates a float32 copy held in the optimizer state, and the returned updates move each stored param to
+    the master's rounding exactly (``optax.apply_updates`` adds them in float32: bf16 values and their
+    differences are exact there). Small updates that bfloat16 would round away accumulate in the master."""
+    f32 = lambda tree: jax.tree_util.tree_map(lambda a: a.astype(jnp.promote_types(a.dtype, jnp.float32)), tree)
+
+    def init(params):
+        master = f32(params)
+        return MasterWeightsState(master, tx.init(master))
+
+    def update(grads, state, params=None):
+        updates, inner = tx.update(f32(grads), state.inner, state.master)
+        master = optax.apply_updates(state.master, updates)
+        out = jax.tree_util.tree_map(lambda m, p: m.astype(p.dtype).astype(m.dtype) - p.astype(m.dtype),
+                                     master, params)
+        return out, MasterWeightsState(master, inner)
+
+    return optax.GradientTransformation(init, update)
+
+
 def create_train_state(params, tx: optax.GradientTransformation, seed: int, num_posthoc: int = 0) -> TrainState:
-    """The state at step 0; ``num_posthoc`` power-function EMAs tracked for post-hoc EMA."""
-    copy = lambda: jax.tree_util.tree_map(jnp.array, params)
+    """The state at step 0; ``num_posthoc`` power-function EMAs tracked for post-hoc EMA. EMAs are float32
+    even for bfloat16 params (an EMA's 1e-4 increments vanish in bfloat16)."""
+    copy = lambda: jax.tree_util.tree_map(lambda a: jnp.array(a, jnp.promote_types(a.dtype, jnp.float32)), params)
     return TrainState(step=jnp.zeros((), jnp.int32), params=params, ema_params=copy(), opt_state=tx.init(params),
                       key=jax.random.key_data(run_key(seed, Stream.TRAIN)), skipped=jnp.zeros((), jnp.int32),
                       posthoc=tuple(copy() for _ in range(num_posthoc)))

@@ -25,6 +25,7 @@ from jaxdiff.models.text import caption_transform
 from jaxdiff.training import autoencoder as ae
 from jaxdiff.training import ema
 from jaxdiff.training.build import (
+    backbone_config,
     build_autoencoder,
     build_loss,
     build_model,
@@ -101,7 +102,7 @@ def _diffusion_grid(config, model):
 DIFFUSION = Task(
     model=lambda config: build_model(config)[0], init=_diffusion_init,
     loss=lambda config, model: build_loss(config, model, build_schedule(config)), data=_diffusion_data,
-    check_input=lambda config, model, shape: unet_config(config).check_input(shape),
+    check_input=lambda config, model, shape: backbone_config(config).check_input(shape),
     prepare=_diffusion_prepare, grid=_diffusion_grid)
 
 
