@@ -19,6 +19,7 @@ import json
 
 from absl import app, flags
 
+from experiments import common
 from jaxdiff.evaluation.workdir import evaluate
 
 FLAGS = flags.FLAGS
@@ -51,6 +52,7 @@ flags.mark_flags_as_required(["workdir"])
 
 def main(argv):
     del argv
+    common.setup()
     if FLAGS.metric == "inception_fid":
         from jaxdiff.evaluation.inception_eval import evaluate_inception
 

@@ -15,6 +15,7 @@ import os
 import numpy as np
 from absl import app, flags, logging
 
+from experiments import common
 from jaxdiff.data.audio import write_audio_samples
 from jaxdiff.outputs import save_grid, save_inpainting, unique_path
 from jaxdiff.training.build import build_pipeline
@@ -54,6 +55,7 @@ flags.register_multi_flags_validator(
 
 def main(argv):
     del argv
+    common.setup()
     if FLAGS.from_diffusers:
         from jaxdiff.interop.diffusers_unet import restore_diffusers
 

@@ -13,6 +13,7 @@ JAXDIFF_COORDINATOR / JAXDIFF_NUM_PROCESSES / JAXDIFF_PROCESS_ID); ``--config.pa
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+from experiments import common
 from jaxdiff.training.loop import train_and_evaluate
 from jaxdiff.training.schema import check_config
 
@@ -43,6 +44,7 @@ def main(argv):
         raise app.UsageError(f"unexpected arguments {argv[1:]}")
     logging.set_verbosity(logging.INFO)
     quiet_orbax()
+    common.setup()
     from jaxdiff.training.parallel import initialize
 
     initialize(FLAGS.coordinator, FLAGS.num_processes, FLAGS.process_id,

@@ -171,6 +171,26 @@ def test_latent_diffusion_trains_on_cached_scaled_latents_and_samples_images(ldm
     assert out.shape == (4, 32, 32, 1) and np.isfinite(out).all()  # decoded images, not latents
 
 
+def test_latent_dit_trains_on_the_same_latents(ldm_run, tmp_path):
+    """digits32_ldm_dit: the DiT backbone on the autoencoder's scaled latents, through the same loop."""
+    from experiments.configs import digits32_ldm_dit
+    from jaxdiff.models.dit import DiT
+    from jaxdiff.training.generate import generate
+    from jaxdiff.training.loop import train_and_evaluate
+    from jaxdiff.training.tasks import restore_trained
+
+    ca, ae_wd, cl, *_ = ldm_run
+    c = digits32_ldm_dit.get_config("smoke")
+    c.data.data_dir, c.latent.autoencoder, c.train.num_grid_samples = cl.data.data_dir, ae_wd, 0
+    m = train_and_evaluate(c, str(tmp_path / "ldm_dit"))
+    assert m["step"] == c.train.num_steps and np.isfinite(m["loss"])
+    config, model, schedule, params, _ = restore_trained(str(tmp_path / "ldm_dit"))
+    assert isinstance(model, DiT) and model.config.image_size == 8 and model.config.in_channels == 2
+    out = generate(config, model, schedule, params, sampler="dpmpp_2m", num_steps=2, num_samples=4, batch_size=4,
+                   seed=0)
+    assert out.shape == (4, 32, 32, 1) and np.isfinite(out).all()
+
+
 def test_autoencoder_errors(ldm_run, data_dir):
     from experiments.configs import digits32_autoencoder
     from jaxdiff.training.loop import train_and_evaluate

@@ -139,6 +139,7 @@ def default_config() -> ml_collections.ConfigDict:
     c.train = tr = ml_collections.ConfigDict()
     tr.num_steps = 800_000  # optimizer steps
     tr.steps_per_jit = 1  # optimizer steps per compiled call (lax.scan)
+    tr.preflight = True  # compile the train step before training (.lower().compile()) and log its memory
     tr.log_every = 100  # steps between metric logs
     tr.sample_every = 10_000  # steps between sample grids
     tr.checkpoint_every = 10_000  # steps between checkpoints
