@@ -87,6 +87,8 @@ def run(argv: list[str]):
         delattr(fv, n)
     for m in [m for m in sys.modules if m.startswith("experiments.") and not m.startswith("experiments.configs")]:
         del sys.modules[m]
+        if "experiments" in sys.modules:  # "from experiments import common" would find the old module
+            sys.modules["experiments"].__dict__.pop(m.split(".")[1], None)
     module = importlib.import_module(name)
     driver = importlib.import_module("experiments.train") if name == "experiments.train_classifier" else module
     saved, sys.argv = sys.argv, ["prog"] + args  # config_flags reads --config.* overrides from sys.argv

@@ -8,6 +8,7 @@ Everything here is importable from a notebook: ``build_model(config)``, ``build_
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 from typing import Any
 
@@ -146,9 +147,51 @@ def model_fn_for(model, params, *, train: bool = False, dropout_keys=None):
     return model_fn
 
 
+def check_distill(config):
+    """A distillation round's settings, before anything is built: the teacher workdir exists and was trained
+    with this config's network, schedule and parameterization, and the student's parameterization can take
+    large steps (:func:`jaxdiff.distill.check_student`)."""
+    from jaxdiff.distill import check_student
+    from jaxdiff.training.workdir import load_config
+
+    dc, d = config.distill, config.diffusion
+    if not os.path.isdir(os.path.join(dc.teacher, "checkpoints")):
+        raise ValueError(f"distill.teacher={dc.teacher!r} is not a workdir with checkpoints (train the teacher "
+                         "first, or give the previous round's workdir)")
+    check_student(d.prediction, dc.student_steps)
+    teacher = load_config(dc.teacher)
+    for field in ("diffusion.schedule", "diffusion.num_steps", "diffusion.prediction", "diffusion.schedule_kwargs",
+                  "model.image_size", "model.in_channels", "model.backbone"):
+        va, vb = (functools.reduce(lambda n, k: n[k], field.split("."), c) for c in (teacher, config))
+        va, vb = (v.to_dict() if hasattr(v, "to_dict") else v for v in (va, vb))
+        if va != vb:
+            raise ValueError(f"distill.teacher={dc.teacher!r} has {field}={va!r}, this round {vb!r}; a student "
+                             "distils a teacher of its own schedule, parameterization and data shape")
+
+
+def build_distill_loss(config, model, schedule):
+    """One progressive-distillation round (:func:`jaxdiff.distill.make_distill_loss`): the teacher is
+    ``distill.teacher``'s EMA params, the student takes ``distill.student_steps`` steps."""
+    from jaxdiff.distill import make_distill_loss
+    from jaxdiff.parameterization import x0_eps_fn
+    from jaxdiff.training.tasks import restore_trained
+
+    t_config, t_model, t_schedule, t_params, _ = restore_trained(config.distill.teacher)
+    t_fn = x0_eps_fn(model_fn_for(t_model, t_params), t_schedule, t_config.diffusion.prediction)
+
+    def apply_fn(params, x_t, t, cond, keys):
+        return model_fn_for(model, params, train=True, dropout_keys=keys)(x_t, t, cond)
+
+    return make_distill_loss(apply_fn, lambda z, t: t_fn(z, t)[0], schedule, config.distill.student_steps,
+                             config.diffusion.prediction)
+
+
 def build_loss(config, model, schedule):
-    """The diffusion loss of ``config.diffusion`` (:func:`jaxdiff.losses.make_loss`)."""
+    """The diffusion loss of ``config.diffusion`` (:func:`jaxdiff.losses.make_loss`), or with
+    ``distill.teacher`` one round of progressive distillation."""
     d = config.diffusion
+    if config.distill.teacher:
+        return build_distill_loss(config, model, schedule)
 
     def apply_fn(params, x_t, t, cond, keys):
         return model_fn_for(model, params, train=True, dropout_keys=keys)(x_t, t, cond)
@@ -235,6 +278,8 @@ def check_values(config):
             raise ValueError(f"{name}={v}; allowed: a finite number >= 0")
     if t.init_from and not os.path.isdir(os.path.join(t.init_from, "checkpoints")):
         raise ValueError(f"train.init_from={t.init_from!r} is not a workdir with checkpoints")
+    if config.distill.teacher:
+        check_distill(config)
     if not 0.0 <= o.ema_decay <= 1.0:
         raise ValueError(f"optim.ema_decay={o.ema_decay}; allowed: 0 <= ema_decay <= 1")
     if o.posthoc_ema:

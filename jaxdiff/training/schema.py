@@ -149,6 +149,10 @@ def default_config() -> ml_collections.ConfigDict:
     tr.max_consecutive_skipped = 100  # stop with an error after this many skipped steps in a row (0 = never)
     tr.num_grid_samples = 64  # samples in each grid (0: no grids)
 
+    c.distill = dl = ml_collections.ConfigDict()  # progressive distillation (jaxdiff.distill; experiments/distill.py)
+    dl.teacher = ""  # workdir of the teacher (the original model or the previous round); "" = not distilling
+    dl.student_steps = 0  # N: the student's sampling steps (it learns two teacher DDIM steps in one)
+
     c.sample = s = ml_collections.ConfigDict()
     s.sampler = "ddpm"  # a name of jaxdiff.samplers.SAMPLERS
     s.num_steps = 1000  # sampler steps
