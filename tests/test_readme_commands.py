@@ -63,6 +63,10 @@ def smoke_argv(cmd: str, tmp: str, data_dir: str) -> list[list[str]] | None:
             w = "20"  # the smoke configs' schedules have T = 50 steps
         elif prev == "--num_pairs":
             w = "32"  # reflow pairs of a smoke model: a handful
+        elif prev == "--teacher_steps":
+            w = "4"  # distillation: rounds 2 -> 1
+        elif prev == "--steps_per_round":
+            w = "2"
         elif w.startswith("--config.parallel.fsdp="):
             w = "--config.parallel.fsdp=2"  # 8 simulated devices: data 4 x fsdp 2
         out.append(w)
