@@ -1,0 +1,90 @@
+"""Few-step generation on the digits: progressively distilled students at NFE 1, 2, 4 and 8 (DDIM on their own
+trailing grids) beside their teacher at 20 NFE (DPM-Solver++(2M), the main job's sampler) and the best of the
+training-free samplers on the teacher at the same NFE (DDIM, DPM-Solver++(2M), UniPC, each on the trailing
+grid); FD / floor, confident share and class balance, the mean over sampling seeds; each round's training cost.
+Writes ``benchmarks/results/few_step.md`` and ``.json``.
+
+    python -m experiments.train --config experiments/configs/digits_v.py --workdir runs/digits_v
+    python -m experiments.distill --teacher runs/digits_v --workdir runs/digits_v_distill --teacher_steps 256 \\
+        --target_steps 1 --steps_per_round 2000
+    python benchmarks/few_step.py --teacher runs/digits_v --rounds runs/digits_v_distill --seeds 1,2,3
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import json
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+NFES = (1, 2, 4, 8)
+FREE = (("ddim", {"spacing": "trailing"}), ("dpmpp_2m", {"spacing": "trailing"}),
+        ("unipc", {"spacing": "trailing", "order": 2}))
+
+
+def round_cost(workdir: str) -> dict:
+    """Steps and wall seconds of a round (its config.json written -> its last checkpoint written)."""
+    ck = [d for d in glob.glob(os.path.join(workdir, "checkpoints", "*")) if os.path.basename(d).isdigit()]
+    last = max(ck, key=lambda d: int(os.path.basename(d)))
+    return {"steps": int(os.path.basename(last)),
+            "seconds": os.path.getmtime(last) - os.path.getmtime(os.path.join(workdir, "config.json"))}
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--teacher", required=True)
+    ap.add_argument("--rounds", required=True, help="experiments.distill's --workdir (round_<N> inside)")
+    ap.add_argument("--seeds", default="1,2,3")
+    ap.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results", "few_step"))
+    args = ap.parse_args()
+    from recipes import mean_over_seeds
+    from stamp import floor_line, quality_cells, quality_fields, stamp, stamp_line, write_markdown
+
+    from jaxdiff.evaluation.workdir import evaluate
+
+    seeds = [int(s) for s in args.seeds.split(",")]
+    command = f"python benchmarks/few_step.py --teacher {args.teacher} --rounds {args.rounds} --seeds {args.seeds}"
+    out = {"command": command, **stamp(), "rows": []}
+
+    def row(label, wd, sampler, nfe, options, cost=None):
+        per = [quality_fields(evaluate(wd, sampler=sampler, num_steps=nfe, vlb=False, ode=False, clip_x0=1.0,
+                                       options=options, seed=s)) for s in seeds]
+        r = {"model": label, "workdir": wd, "sampler": sampler, "nfe": nfe, "options": options,
+             **mean_over_seeds(per), "per_seed": per, "cost": cost}
+        out["rows"].append(r)
+        print(json.dumps(r), flush=True)
+        return r
+
+    row("teacher", args.teacher, "dpmpp_2m", 20, {})
+    for nfe in NFES:
+        best = min((row("teacher", args.teacher, s, nfe, o) for s, o in FREE), key=lambda r: r["fd"])
+        best["best_free"] = True
+        wd = os.path.join(args.rounds, f"round_{nfe:04d}")
+        if os.path.isdir(os.path.join(wd, "checkpoints")):
+            row(f"student ({nfe} steps)", wd, "ddim", nfe, {"spacing": "trailing"}, round_cost(wd))
+    rounds = sorted(glob.glob(os.path.join(args.rounds, "round_*")), reverse=True)
+    out["rounds"] = {os.path.basename(r): round_cost(r) for r in rounds}
+    with open(args.out + ".json", "w") as f:
+        json.dump(out, f, indent=2)
+    total = sum(c["seconds"] for c in out["rounds"].values())
+    lines = ["# Few-step generation on the digits", "", stamp_line(command), "", floor_line(out["rows"][0]), "",
+             f"Each row: the mean over sampling seeds {seeds} (1000 samples each, clip_x0 = 1); the interval is the "
+             "mean of the seeds' bootstrap 95% intervals. Teacher rows at NFE 1-8: every training-free sampler "
+             "tried, the best marked. Rounds: " + ", ".join(f"{k} {v['steps']} steps in {v['seconds']:.0f} s"
+                                                          for k, v in out["rounds"].items())
+             + f" ({total / 60:.0f} min in all on this machine).", "",
+             "| model | sampler | NFE | FD [95% interval] | FD / floor | confident (p >= 0.9) "
+             "| class balance (chi^2 p) | FD / floor per seed |", "|---|---|---|---|---|---|---|---|"]
+    for r in out["rows"]:
+        name = r["sampler"] + (" (best training-free)" if r.get("best_free") else "")
+        per = " / ".join(f"{p['fd_ratio']:.2f}" for p in r["per_seed"])
+        lines.append(f"| {r['model']} | {name} | {r['nfe']} | {quality_cells(r)} | {per} |")
+    write_markdown(args.out + ".md", lines)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,102 @@
+"""Consistency models: the parameterization's boundary condition, the exact consistency function of Gaussian
+data (zero CD loss with an exact teacher step, positive when perturbed; Heun's step closer than Euler's), and
+iCT's distance, weighting, discretisation, index distribution and curriculum against hand-computed values."""
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxdiff import consistency as cm
+
+MU, S, SMIN = 0.3, 0.7, 0.002
+
+
+def exact_f(x, sigma):
+    """The consistency function of N(MU, S^2) data: (x_sigma - mu) / sqrt(S^2 + sigma^2) is constant along the
+    probability-flow ODE, so f(x, sigma) = mu + (x - mu) sqrt(S^2 + sigma_min^2) / sqrt(S^2 + sigma^2)."""
+    r = jnp.sqrt(S**2 + SMIN**2) / jnp.sqrt(S**2 + sigma**2)
+    return MU + (x - MU) * r.reshape((-1,) + (1,) * (x.ndim - 1))
+
+
+def exact_denoiser(x, sigma):
+    return MU + (S**2 / (S**2 + sigma**2)).reshape((-1,) + (1,) * (x.ndim - 1)) * (x - MU)
+
+
+def exact_step(x, s, s_to):  # the ODE's exact flow map
+    r = jnp.sqrt(S**2 + s_to**2) / jnp.sqrt(S**2 + s**2)
+    return MU + (x - MU) * r.reshape((-1,) + (1,) * (x.ndim - 1))
+
+
+def test_boundary_condition_is_exact():
+    c_skip, c_out = cm.consistency_coefs(jnp.asarray([SMIN, 1.0, 80.0]), SMIN, 0.5)
+    assert float(c_skip[0]) == 1.0 and float(c_out[0]) == 0.0
+    np.testing.assert_allclose(np.asarray(c_skip[1:]), [0.25 / ((s - SMIN) ** 2 + 0.25) for s in (1.0, 80.0)])
+    np.testing.assert_allclose(np.asarray(c_out[1:]), [0.5 * (s - SMIN) / math.sqrt(0.25 + s**2) for s in (1.0, 80.0)],
+                               rtol=1e-6)
+    f = cm.consistency_fn(lambda x, s: 100.0 + x**2, SMIN, 0.5)
+    x = jax.random.normal(jax.random.key(0), (4, 3))
+    np.testing.assert_array_equal(np.asarray(f(x, SMIN)), np.asarray(x))
+
+
+def test_exact_consistency_function_has_zero_cd_loss(x64):
+    levels = cm.karras_levels(18, SMIN, 80.0)
+    f_apply = lambda p, x, s: exact_f(x, s) + p
+    loss_fn = cm.make_cd_loss(f_apply, exact_step, levels)
+    batch = {"x": MU + S * jax.random.normal(jax.random.key(1), (256, 5), jnp.float64)}
+    loss, _ = loss_fn(0.0, 0.0, batch, jax.random.key(2))
+    assert float(loss) < 1e-20
+    perturbed = lambda p, x, s: exact_f(x, s) * (1 + 0.01 * jnp.tanh(s)).reshape(-1, 1)
+    loss_p, _ = cm.make_cd_loss(perturbed, exact_step, levels)(0.0, 0.0, batch, jax.random.key(2))
+    assert float(loss_p) > 1e-6
+    # jaxdiff's ODE steps as the teacher: Heun's second order beats Euler's first
+    le, _ = cm.make_cd_loss(f_apply, cm.euler_step(exact_denoiser), levels)(0.0, 0.0, batch, jax.random.key(2))
+    lh, _ = cm.make_cd_loss(f_apply, cm.heun_step(exact_denoiser), levels)(0.0, 0.0, batch, jax.random.key(2))
+    assert 0 < float(lh) < float(le) / 4  # 18 levels: 8.0e-5 against 7.1e-4
+
+
+def test_multistep_sampling_of_the_exact_model_is_exact(x64):
+    """f maps sigma_max noise (std 80, against the exact sqrt(S^2 + 80^2)) to N(MU, S^2 + sigma_min^2) up to a
+    relative 4e-5 in the std, and each re-noised step keeps that distribution exactly."""
+    x_T = 80.0 * jax.random.normal(jax.random.key(3), (200_000, 1), jnp.float64)
+    for sigmas in ([80.0], [80.0, 0.8, 0.1]):
+        x = cm.sample_consistency(exact_f, x_T, jax.random.key(4), sigmas, SMIN)
+        se = S / math.sqrt(len(x))
+        assert abs(float(x.mean()) - MU) < 5 * se * math.sqrt(1 + S**2 / 80**2)
+        assert abs(float(x.std()) - math.sqrt(S**2 + SMIN**2)) < 5 * S / math.sqrt(2 * len(x))
+
+
+def test_ict_formulas_match_hand_computed_values():
+    # pseudo-Huber: sqrt(||a - b||^2 + c^2) - c
+    a, b = jnp.asarray([[3.0, 4.0]]), jnp.zeros((1, 2))
+    np.testing.assert_allclose(float(cm.pseudo_huber(a, b, 0.5)[0]), math.sqrt(25.25) - 0.5, rtol=1e-6)
+    assert cm.ict_c(3 * 32 * 32) == pytest.approx(0.0299, abs=1e-4)  # CIFAR-10's c = 0.00054 sqrt(3072)
+    assert float(cm.ict_weight(jnp.asarray(1.0), jnp.asarray(1.25))) == 4.0
+    # Karras' levels (rho = 7): ends and the middle by hand
+    lv = np.asarray(cm.karras_levels(3, 0.002, 80.0))
+    mid = ((0.002 ** (1 / 7) + 80 ** (1 / 7)) / 2) ** 7
+    np.testing.assert_allclose(lv, [0.002, mid, 80.0], rtol=1e-5)
+    # log-normal index probabilities: erf differences at the levels, normalised
+    sig = np.array([0.01, 0.1, 1.0, 10.0])
+    cdf = [math.erf((math.log(s) + 1.1) / (math.sqrt(2) * 2.0)) for s in sig]
+    want = np.diff(cdf) / (cdf[-1] - cdf[0])
+    np.testing.assert_allclose(np.asarray(cm.lognormal_index_probs(jnp.asarray(sig))), want, rtol=1e-5)
+    # curriculum: K = 600 steps, s0 = 10, s1 = 1280: K' = floor(600 / 8) = 75; N = 11, 21, ..., 1281
+    got = [int(cm.ict_num_levels(k, 600)) for k in (0, 74, 75, 150, 525, 599)]
+    assert got == [11, 11, 21, 41, 1281, 1281]
+
+
+def test_ct_loss_uses_the_curriculum_and_the_same_noise(x64):
+    """iCT's loss: at step 0 the pair is drawn from the first 11 levels; the exact consistency function of
+    Gaussian data has CT loss ~ the ODE's discretisation error only (small), a perturbed one more."""
+    f_apply = lambda p, x, s: exact_f(x, s)
+    loss_fn = cm.make_ct_loss(f_apply, total_steps=800)
+    batch = {"x": MU + S * jax.random.normal(jax.random.key(5), (128, 4), jnp.float64)}
+    loss0, m0 = loss_fn(None, batch, jax.random.key(6), 0)
+    assert int(m0["num_levels"]) == 11
+    levels = np.asarray(cm.karras_levels(11, SMIN, 80.0))
+    assert np.all(np.min(np.abs(np.asarray(m0["sigma"])[:, None] - levels[None, 1:]), axis=1) < 1e-9)
+    _, m_late = loss_fn(None, batch, jax.random.key(6), 799)
+    assert int(m_late["num_levels"]) == 1281
