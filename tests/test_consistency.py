@@ -100,3 +100,35 @@ def test_ct_loss_uses_the_curriculum_and_the_same_noise(x64):
     assert np.all(np.min(np.abs(np.asarray(m0["sigma"])[:, None] - levels[None, 1:]), axis=1) < 1e-9)
     _, m_late = loss_fn(None, batch, jax.random.key(6), 799)
     assert int(m_late["num_levels"]) == 1281
+
+
+def test_sampler_in_jaxdiff_samplers_on_the_edm_schedule(x64):
+    """``samplers.sample("consistency", ...)`` with the exact consistency function as the model: one step and
+    three steps give N(MU, S^2 + sigma_min^2); NFE = the number of steps."""
+    from jaxdiff import samplers, schedules
+
+    sched = schedules.get_schedule("edm")  # sigma_min = 0.002 = SMIN at t = 0
+    model_fn = lambda x, t, cond=None: exact_f(x, sched.sigma(t))
+    x_T = samplers.prior_sample(sched, jax.random.key(7), (200_000, 1), jnp.float64)
+    for n in (1, 3):
+        x = samplers.sample("consistency", model_fn, sched, x_T, jax.random.key(8), num_steps=n, prediction="x0")
+        assert samplers.nfe("consistency", sched, num_steps=n) == n
+        assert abs(float(x.mean()) - MU) < 5 * S / math.sqrt(len(x))
+        assert abs(float(x.std()) - math.sqrt(S**2 + SMIN**2)) < 5 * S / math.sqrt(2 * len(x))
+
+
+def test_preconditioned_consistency_meets_the_boundary():
+    from jaxdiff import schedules
+    from jaxdiff.models.precond import Preconditioned
+    from jaxdiff.models.unet import UNet, UNetConfig
+
+    sched = schedules.get_schedule("edm")
+    net = Preconditioned(UNet(UNetConfig(image_size=8, in_channels=1, base_channels=8, channel_mult=(1,),
+                                         num_res_blocks=1, attention_resolutions=(), num_groups=4)),
+                         sched, "consistency", 0.5)
+    x = jax.random.normal(jax.random.key(0), (2, 8, 8, 1))
+    params = net.init(jax.random.key(1), x, jnp.zeros(2))
+    params = jax.tree_util.tree_map(lambda v: v + 0.1, params)  # a non-zero output layer
+    np.testing.assert_allclose(np.asarray(net.apply(params, x, jnp.zeros(2))), np.asarray(x), atol=1e-6)
+    out = net.apply(params, x, jnp.full(2, 0.7))
+    assert float(jnp.abs(out - x).max()) > 1e-2

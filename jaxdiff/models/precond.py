@@ -9,6 +9,8 @@ and targets of unit variance at every noise level:
   D(x_hat; sigma) = c_skip(sigma) x_hat + c_out(sigma) F(c_in(sigma) x_hat; c_noise(sigma)), the denoiser of
   EDM's Table 1 (:func:`jaxdiff.parameterization.edm_precond`): the output is an x0-prediction, and the
   loss weighting ``edm`` (lambda = 1 / c_out^2 on the x0 error) makes the backbone's own error unit-weighted.
+* ``kind="consistency"``: the same inputs with Song et al. (2023)'s c_skip / c_out
+  (:func:`jaxdiff.consistency.consistency_coefs`), so that f(x, sigma_min) = x exactly at the schedule's t = 0.
 * ``kind="sigma_scaled"``: NCSNv2's noise conditioning (Song & Ermon 2020, Technique 3): an unconditional
   network (its time input held at 0) whose output is divided by sigma_t, s(x, t) = F(x) / sigma_t, a
   score-prediction (-F is the network's eps).
@@ -24,17 +26,18 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
+from jaxdiff.consistency import consistency_coefs
 from jaxdiff.parameterization import edm_precond
 
-PRECONDITIONINGS = ("none", "input", "edm", "sigma_scaled")
+PRECONDITIONINGS = ("none", "input", "edm", "sigma_scaled", "consistency")
 
 
 def check_preconditioning(kind: str, prediction: str, sigma_data: float = 0.5):
     """ValueError naming the field when a preconditioning cannot train with this parameterization."""
     if kind not in PRECONDITIONINGS:
         raise ValueError(f"unknown diffusion.preconditioning {kind!r}; allowed: {list(PRECONDITIONINGS)}")
-    if kind == "edm" and prediction != "x0":
-        raise ValueError(f"diffusion.preconditioning='edm' makes the network a denoiser D(x; sigma), an x0-"
+    if kind in ("edm", "consistency") and prediction != "x0":
+        raise ValueError(f"diffusion.preconditioning={kind!r} makes the network a denoiser D(x; sigma), an x0-"
                          f"prediction: set diffusion.prediction='x0' (got {prediction!r})")
     if kind == "sigma_scaled" and prediction != "score":
         raise ValueError(f"diffusion.preconditioning='sigma_scaled' outputs F(x) / sigma, a score: set "
@@ -68,11 +71,14 @@ class Preconditioned(nn.Module):
         if self.kind == "sigma_scaled":
             f = self.backbone(x, jnp.zeros_like(t), cond, train).astype(jnp.float32)
             return f / sigma_t.reshape(shape)
-        if self.kind != "edm":
+        if self.kind not in ("edm", "consistency"):
             raise ValueError(f"unknown preconditioning kind {self.kind!r}; allowed: {list(PRECONDITIONINGS[1:])}")
         sigma = sigma_t / alpha
         # sigma = 0 (a grid's last point on VP schedules) is the identity D = x_hat; c_noise stays finite there.
         c_skip, c_out, c_in, c_noise = edm_precond(jnp.maximum(sigma, 1e-12), self.sigma_data)
+        if self.kind == "consistency":  # f(x, sigma_min) = x exactly, sigma_min = the schedule's sigma at t = 0
+            s_min = self.schedule.sigma(jnp.zeros(())) / self.schedule.alpha(jnp.zeros(()))
+            c_skip, c_out = consistency_coefs(sigma, s_min, self.sigma_data)
         x_hat = x / alpha.reshape(shape)
         f = self.backbone((c_in.reshape(shape) * x_hat).astype(x.dtype), c_noise, cond, train)
         return c_skip.reshape(shape) * x_hat + c_out.reshape(shape) * f.astype(jnp.float32)

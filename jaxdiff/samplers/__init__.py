@@ -14,6 +14,7 @@ import jax.numpy as jnp
 
 from jaxdiff.samplers.adaptive import sample_ode
 from jaxdiff.samplers.common import denoiser, grid
+from jaxdiff.samplers.consistency import sample_consistency
 from jaxdiff.samplers.ddim import ddim_step, sample_ddim, sample_ddpm
 from jaxdiff.samplers.dpm_solver import dpm_solver_step, sample_dpm_solver
 from jaxdiff.samplers.dpmpp import (
@@ -50,6 +51,7 @@ SAMPLERS = {
     "annealed_langevin": sample_annealed_langevin,
     "ode": sample_ode,
     "flow_sde": sample_flow_sde,
+    "consistency": sample_consistency,
 }
 # The spacing each sampler's grid takes by default (imputation and SDEdit build their grids with it).
 DEFAULT_SPACING = {"euler": "karras", "heun": "karras", "dpm_solver": "logsnr", "dpmpp_2m": "logsnr",
@@ -101,6 +103,8 @@ def nfe(name: str, schedule, *, num_steps: int | None = None, ts=None, order: in
         return n * (1 + n_corrector_steps)
     if name == "annealed_langevin":
         return n * n_steps_each + int(denoise_final)
+    if name == "consistency":
+        return n  # evaluations at t_0 .. t_{N-1}
     return n + tail
 
 
