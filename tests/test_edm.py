@@ -67,7 +67,7 @@ def test_preconditioned_is_identity_at_zero_noise():
 
 
 def test_bad_preconditioning_named():
-    with pytest.raises(ValueError, match="allowed: \\['none', 'input', 'edm', 'sigma_scaled'\\]"):
+    with pytest.raises(ValueError, match="allowed: \\['none', 'input', 'edm', 'sigma_scaled', 'consistency'\\]"):
         check_preconditioning("karras", "x0")
     with pytest.raises(ValueError, match="prediction='x0'"):
         check_preconditioning("edm", "eps")
