@@ -186,12 +186,47 @@ def build_distill_loss(config, model, schedule):
                              config.diffusion.prediction)
 
 
+CONSISTENCY_MODES = ("", "ct")
+
+
+def check_consistency(config):
+    cm, d = config.consistency, config.diffusion
+    if cm.mode not in CONSISTENCY_MODES:
+        raise ValueError(f"consistency.mode={cm.mode!r}; allowed: {list(CONSISTENCY_MODES)}")
+    if d.schedule != "edm" or d.preconditioning != "consistency":
+        raise ValueError(f"consistency.mode={cm.mode!r} needs diffusion.schedule='edm' and diffusion.preconditioning="
+                         f"'consistency' (got {d.schedule!r}, {d.preconditioning!r})")
+    if cm.distance not in ("pseudo_huber", "l2") or not 1 <= cm.s0 <= cm.s1:
+        raise ValueError(f"consistency.distance={cm.distance!r} (allowed: pseudo_huber, l2), s0={cm.s0}, s1={cm.s1} "
+                         "(allowed: 1 <= s0 <= s1)")
+
+
+def build_consistency_loss(config, model, schedule):
+    """iCT (:func:`jaxdiff.consistency.make_ct_loss`) on the EDM schedule's levels: the network is f(x, t) with
+    ``diffusion.preconditioning = "consistency"``; the step of the curriculum comes with the batch."""
+    from jaxdiff.consistency import make_ct_loss
+
+    cm = config.consistency
+    check_consistency(config)
+
+    def f_apply(params, x, sigma):
+        t = schedule.t_from_logsnr(-2.0 * jnp.log(sigma))
+        return model_fn_for(model, params)(x, t, None)
+
+    ct = make_ct_loss(f_apply, config.train.num_steps, sigma_min=float(schedule.sigma_min),
+                      sigma_max=float(schedule.sigma_max), rho=float(schedule.rho), s0=cm.s0, s1=cm.s1,
+                      p_mean=cm.p_mean, p_std=cm.p_std, distance=cm.distance)
+    return lambda params, batch, key: ct(params, batch, key, jnp.asarray(batch["step"]).reshape(-1)[0])
+
+
 def build_loss(config, model, schedule):
     """The diffusion loss of ``config.diffusion`` (:func:`jaxdiff.losses.make_loss`), or with
     ``distill.teacher`` one round of progressive distillation."""
     d = config.diffusion
     if config.distill.teacher:
         return build_distill_loss(config, model, schedule)
+    if config.consistency.mode:
+        return build_consistency_loss(config, model, schedule)
 
     def apply_fn(params, x_t, t, cond, keys):
         return model_fn_for(model, params, train=True, dropout_keys=keys)(x_t, t, cond)
@@ -280,6 +315,8 @@ def check_values(config):
         raise ValueError(f"train.init_from={t.init_from!r} is not a workdir with checkpoints")
     if config.distill.teacher:
         check_distill(config)
+    if config.consistency.mode:
+        check_consistency(config)
     if not 0.0 <= o.ema_decay <= 1.0:
         raise ValueError(f"optim.ema_decay={o.ema_decay}; allowed: 0 <= ema_decay <= 1")
     if o.posthoc_ema:

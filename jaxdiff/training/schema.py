@@ -153,6 +153,14 @@ def default_config() -> ml_collections.ConfigDict:
     dl.teacher = ""  # workdir of the teacher (the original model or the previous round); "" = not distilling
     dl.student_steps = 0  # N: the student's sampling steps (it learns two teacher DDIM steps in one)
 
+    c.consistency = cm = ml_collections.ConfigDict()  # consistency training (jaxdiff.consistency)
+    cm.mode = ""  # "" = not a consistency model | ct (iCT: consistency training from scratch)
+    cm.s0 = 10  # iCT curriculum: levels at the start ...
+    cm.s1 = 1280  # ... and at the end (doubling in between)
+    cm.p_mean = -1.1  # log-normal index sampling
+    cm.p_std = 2.0
+    cm.distance = "pseudo_huber"  # pseudo_huber (c = 0.00054 sqrt(d)) | l2
+
     c.sample = s = ml_collections.ConfigDict()
     s.sampler = "ddpm"  # a name of jaxdiff.samplers.SAMPLERS
     s.num_steps = 1000  # sampler steps

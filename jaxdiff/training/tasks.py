@@ -78,9 +78,12 @@ def _diffusion_data(config):
 
 def _diffusion_prepare(config):
     text, labels = text_enabled(config), bool(config.data.use_labels)
+    with_step = bool(config.consistency.mode)  # iCT's curriculum depends on the training step
 
     def prepare(batch, step):
         out = _inputs(batch)
+        if with_step:
+            out["step"] = np.full((len(batch["x"]),), step, np.int32)
         if "noise" in batch:  # reflow: the noise paired with each x
             out["noise"] = batch["noise"]
         if text:
