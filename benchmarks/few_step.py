@@ -7,7 +7,9 @@ Writes ``benchmarks/results/few_step.md`` and ``.json``.
     python -m experiments.train --config experiments/configs/digits_v.py --workdir runs/digits_v
     python -m experiments.distill --teacher runs/digits_v --workdir runs/digits_v_distill --teacher_steps 256 \\
         --target_steps 1 --steps_per_round 2000
-    python benchmarks/few_step.py --teacher runs/digits_v --rounds runs/digits_v_distill --seeds 1,2,3
+    python -m experiments.train --config experiments/configs/digits_ict.py --workdir runs/digits_ict
+    python benchmarks/few_step.py --teacher runs/digits_v --rounds runs/digits_v_distill --seeds 1,2,3 \
+        --ict runs/digits_ict
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--teacher", required=True)
     ap.add_argument("--rounds", required=True, help="experiments.distill's --workdir (round_<N> inside)")
+    ap.add_argument("--ict", default=None, help="an iCT workdir (digits_ict.py): rows at NFE 1, 2, 4")
     ap.add_argument("--seeds", default="1,2,3")
     ap.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results", "few_step"))
     args = ap.parse_args()
@@ -47,7 +50,8 @@ def main():
     from jaxdiff.evaluation.workdir import evaluate
 
     seeds = [int(s) for s in args.seeds.split(",")]
-    command = f"python benchmarks/few_step.py --teacher {args.teacher} --rounds {args.rounds} --seeds {args.seeds}"
+    command = f"python benchmarks/few_step.py --teacher {args.teacher} --rounds {args.rounds} --seeds {args.seeds}" + \
+        (f" --ict {args.ict}" if args.ict else "")
     out = {"command": command, **stamp(), "rows": []}
 
     def row(label, wd, sampler, nfe, options, cost=None):
@@ -66,6 +70,10 @@ def main():
         wd = os.path.join(args.rounds, f"round_{nfe:04d}")
         if os.path.isdir(os.path.join(wd, "checkpoints")):
             row(f"student ({nfe} steps)", wd, "ddim", nfe, {"spacing": "trailing"}, round_cost(wd))
+    if args.ict:
+        cost = round_cost(args.ict)
+        for nfe in (1, 2, 4):
+            row("iCT (consistency training)", args.ict, "consistency", nfe, {}, cost)
     rounds = sorted(glob.glob(os.path.join(args.rounds, "round_*")), reverse=True)
     out["rounds"] = {os.path.basename(r): round_cost(r) for r in rounds}
     with open(args.out + ".json", "w") as f:
