@@ -186,7 +186,7 @@ def build_distill_loss(config, model, schedule):
                              config.diffusion.prediction)
 
 
-CONSISTENCY_MODES = ("", "ct")
+CONSISTENCY_MODES = ("", "ct", "cd")
 
 
 def check_consistency(config):
@@ -196,6 +196,17 @@ def check_consistency(config):
     if d.schedule != "edm" or d.preconditioning != "consistency":
         raise ValueError(f"consistency.mode={cm.mode!r} needs diffusion.schedule='edm' and diffusion.preconditioning="
                          f"'consistency' (got {d.schedule!r}, {d.preconditioning!r})")
+    if cm.mode == "cd":
+        if not os.path.isdir(os.path.join(cm.teacher, "checkpoints")):
+            raise ValueError(f"consistency.teacher={cm.teacher!r} is not a workdir with checkpoints (consistency "
+                             "distillation needs a trained diffusion model on the EDM schedule)")
+        from jaxdiff.training.workdir import load_config
+
+        if load_config(cm.teacher).diffusion.schedule != "edm":
+            raise ValueError(f"consistency.teacher={cm.teacher!r} was not trained on the EDM schedule; allowed: a "
+                             "teacher with diffusion.schedule='edm' (its sigma is the student's)")
+        if cm.teacher_solver not in ("euler", "heun"):
+            raise ValueError(f"consistency.teacher_solver={cm.teacher_solver!r}; allowed: ['euler', 'heun']")
     if cm.distance not in ("pseudo_huber", "l2") or not 1 <= cm.s0 <= cm.s1:
         raise ValueError(f"consistency.distance={cm.distance!r} (allowed: pseudo_huber, l2), s0={cm.s0}, s1={cm.s1} "
                          "(allowed: 1 <= s0 <= s1)")
@@ -213,10 +224,36 @@ def build_consistency_loss(config, model, schedule):
         t = schedule.t_from_logsnr(-2.0 * jnp.log(sigma))
         return model_fn_for(model, params)(x, t, None)
 
+    if cm.mode == "cd":
+        return _cd_loss(config, f_apply, schedule)
     ct = make_ct_loss(f_apply, config.train.num_steps, sigma_min=float(schedule.sigma_min),
                       sigma_max=float(schedule.sigma_max), rho=float(schedule.rho), s0=cm.s0, s1=cm.s1,
                       p_mean=cm.p_mean, p_std=cm.p_std, distance=cm.distance)
     return lambda params, batch, key: ct(params, batch, key, jnp.asarray(batch["step"]).reshape(-1)[0])
+
+
+def _cd_loss(config, f_apply, schedule):
+    """Consistency distillation (:func:`jaxdiff.consistency.make_cd_loss`): the teacher (``consistency.teacher``,
+    an EDM-schedule diffusion model) takes one Euler / Heun step of the PF-ODE between adjacent Karras levels
+    (``consistency.num_levels``); the target network is the EMA (the train step hands it over)."""
+    from jaxdiff import consistency as cmod
+    from jaxdiff.parameterization import x0_eps_fn
+    from jaxdiff.training.tasks import restore_trained
+
+    cm = config.consistency
+    t_config, t_model, t_schedule, t_params, _ = restore_trained(cm.teacher)
+    t_fn = x0_eps_fn(model_fn_for(t_model, t_params), t_schedule, t_config.diffusion.prediction)
+    denoiser = lambda x, sigma: t_fn(x, t_schedule.t_from_logsnr(-2.0 * jnp.log(sigma)))[0]
+    step = (cmod.heun_step if cm.teacher_solver == "heun" else cmod.euler_step)(denoiser)
+    levels = cmod.karras_levels(cm.num_levels, float(schedule.sigma_min), float(schedule.sigma_max),
+                                float(schedule.rho))
+    cd = cmod.make_cd_loss(f_apply, step, levels, distance=cm.distance)
+
+    def loss_fn(params, batch, key, target):
+        return cd(params, target, batch, key)
+
+    loss_fn.takes_target = True
+    return loss_fn
 
 
 def build_loss(config, model, schedule):

@@ -154,7 +154,10 @@ def default_config() -> ml_collections.ConfigDict:
     dl.student_steps = 0  # N: the student's sampling steps (it learns two teacher DDIM steps in one)
 
     c.consistency = cm = ml_collections.ConfigDict()  # consistency training (jaxdiff.consistency)
-    cm.mode = ""  # "" = not a consistency model | ct (iCT: consistency training from scratch)
+    cm.mode = ""  # "" = not a consistency model | ct (iCT: training from scratch) | cd (distillation)
+    cm.teacher = ""  # cd: workdir of the teacher (a diffusion model on the EDM schedule)
+    cm.teacher_solver = "heun"  # cd: the teacher's ODE step between adjacent levels (euler | heun)
+    cm.num_levels = 18  # cd: Karras levels (the CD paper's N = 18 with Heun)
     cm.s0 = 10  # iCT curriculum: levels at the start ...
     cm.s1 = 1280  # ... and at the end (doubling in between)
     cm.p_mean = -1.1  # log-normal index sampling

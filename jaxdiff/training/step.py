@@ -48,7 +48,9 @@ def make_train_step(loss_fn: Callable, tx: optax.GradientTransformation, *, ema_
     Args:
       loss_fn: ``loss_fn(params, batch, keys [B]) -> (loss, metrics)`` with ``metrics["loss"]`` per example
         and, for diffusion losses, ``metrics["t"]`` (as :func:`jaxdiff.losses.make_loss` returns): the loss
-        is then also reported by quarter of t. Other per-example metrics are reported as batch means.
+        is then also reported by quarter of t. Other per-example metrics are reported as batch means. A loss
+        with ``takes_target = True`` is called with ``target=`` the EMA params (consistency distillation's
+        target network).
       tx: the optax optimizer.
       ema_decay, ema_warmup: EMA of the params, updated inside the step.
       axis_name: ``"batch"`` under ``pmap`` (gradients and metrics averaged with ``lax.pmean``); None under
@@ -63,7 +65,10 @@ def make_train_step(loss_fn: Callable, tx: optax.GradientTransformation, *, ema_
 
     def one_step(state: TrainState, batch):
         keys = example_keys(state.key, state.step, batch["index"])
-        (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params, batch, keys)
+        fn = loss_fn
+        if getattr(loss_fn, "takes_target", False):  # consistency distillation: the EMA is the target network
+            fn = lambda p, b, k: loss_fn(p, b, k, target=jax.lax.stop_gradient(state.ema_params))
+        (loss, aux), grads = jax.value_and_grad(fn, has_aux=True)(state.params, batch, keys)
         if axis_name is not None:
             loss, grads = jax.lax.pmean((loss, grads), axis_name)
         grad_norm = optax.tree.norm(grads)
