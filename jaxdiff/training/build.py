@@ -169,14 +169,14 @@ def check_distill(config):
                              "distils a teacher of its own schedule, parameterization and data shape")
 
 
-def build_distill_loss(config, model, schedule):
-    """One progressive-distillation round (:func:`jaxdiff.distill.make_distill_loss`): the teacher is
-    ``distill.teacher``'s EMA params, the student takes ``distill.student_steps`` steps."""
+def build_distill_loss(config, model, schedule, teacher):
+    """One progressive-distillation round (:func:`jaxdiff.distill.make_distill_loss`): ``teacher`` is
+    ``(config, model, schedule, ema_params)`` of ``distill.teacher`` (restored by the task), the student takes
+    ``distill.student_steps`` steps."""
     from jaxdiff.distill import make_distill_loss
     from jaxdiff.parameterization import x0_eps_fn
-    from jaxdiff.training.tasks import restore_trained
 
-    t_config, t_model, t_schedule, t_params, _ = restore_trained(config.distill.teacher)
+    t_config, t_model, t_schedule, t_params = teacher
     t_fn = x0_eps_fn(model_fn_for(t_model, t_params), t_schedule, t_config.diffusion.prediction)
 
     def apply_fn(params, x_t, t, cond, keys):
@@ -212,7 +212,7 @@ def check_consistency(config):
                          "(allowed: 1 <= s0 <= s1)")
 
 
-def build_consistency_loss(config, model, schedule):
+def build_consistency_loss(config, model, schedule, teacher=None):
     """iCT (:func:`jaxdiff.consistency.make_ct_loss`) on the EDM schedule's levels: the network is f(x, t) with
     ``diffusion.preconditioning = "consistency"``; the step of the curriculum comes with the batch."""
     from jaxdiff.consistency import make_ct_loss
@@ -225,23 +225,22 @@ def build_consistency_loss(config, model, schedule):
         return model_fn_for(model, params)(x, t, None)
 
     if cm.mode == "cd":
-        return _cd_loss(config, f_apply, schedule)
+        return _cd_loss(config, f_apply, schedule, teacher)
     ct = make_ct_loss(f_apply, config.train.num_steps, sigma_min=float(schedule.sigma_min),
                       sigma_max=float(schedule.sigma_max), rho=float(schedule.rho), s0=cm.s0, s1=cm.s1,
                       p_mean=cm.p_mean, p_std=cm.p_std, distance=cm.distance)
     return lambda params, batch, key: ct(params, batch, key, jnp.asarray(batch["step"]).reshape(-1)[0])
 
 
-def _cd_loss(config, f_apply, schedule):
+def _cd_loss(config, f_apply, schedule, teacher):
     """Consistency distillation (:func:`jaxdiff.consistency.make_cd_loss`): the teacher (``consistency.teacher``,
     an EDM-schedule diffusion model) takes one Euler / Heun step of the PF-ODE between adjacent Karras levels
     (``consistency.num_levels``); the target network is the EMA (the train step hands it over)."""
     from jaxdiff import consistency as cmod
     from jaxdiff.parameterization import x0_eps_fn
-    from jaxdiff.training.tasks import restore_trained
 
     cm = config.consistency
-    t_config, t_model, t_schedule, t_params, _ = restore_trained(cm.teacher)
+    t_config, t_model, t_schedule, t_params = teacher
     t_fn = x0_eps_fn(model_fn_for(t_model, t_params), t_schedule, t_config.diffusion.prediction)
     denoiser = lambda x, sigma: t_fn(x, t_schedule.t_from_logsnr(-2.0 * jnp.log(sigma)))[0]
     step = (cmod.heun_step if cm.teacher_solver == "heun" else cmod.euler_step)(denoiser)
@@ -256,14 +255,15 @@ def _cd_loss(config, f_apply, schedule):
     return loss_fn
 
 
-def build_loss(config, model, schedule):
-    """The diffusion loss of ``config.diffusion`` (:func:`jaxdiff.losses.make_loss`), or with
-    ``distill.teacher`` one round of progressive distillation."""
+def build_loss(config, model, schedule, teacher=None):
+    """The diffusion loss of ``config.diffusion`` (:func:`jaxdiff.losses.make_loss`); with ``distill.teacher``
+    one round of progressive distillation, with ``consistency.mode`` consistency training / distillation
+    (``teacher``: the restored teacher's ``(config, model, schedule, ema_params)``, which the task loads)."""
     d = config.diffusion
     if config.distill.teacher:
-        return build_distill_loss(config, model, schedule)
+        return build_distill_loss(config, model, schedule, teacher)
     if config.consistency.mode:
-        return build_consistency_loss(config, model, schedule)
+        return build_consistency_loss(config, model, schedule, teacher)
 
     def apply_fn(params, x_t, t, cond, keys):
         return model_fn_for(model, params, train=True, dropout_keys=keys)(x_t, t, cond)

@@ -76,6 +76,13 @@ def _diffusion_data(config):
     return data_pipeline(config, "train", transform=transform)
 
 
+def _teacher(config):
+    """``(config, model, schedule, ema_params)`` of the teacher a distillation names (``distill.teacher``,
+    or ``consistency.teacher`` in consistency distillation), else None."""
+    wd = config.distill.teacher or (config.consistency.teacher if config.consistency.mode == "cd" else "")
+    return restore_trained(wd)[:4] if wd else None
+
+
 def _diffusion_prepare(config):
     text, labels = text_enabled(config), bool(config.data.use_labels)
     with_step = bool(config.consistency.mode)  # iCT's curriculum depends on the training step
@@ -104,7 +111,8 @@ def _diffusion_grid(config, model):
 
 DIFFUSION = Task(
     model=lambda config: build_model(config)[0], init=_diffusion_init,
-    loss=lambda config, model: build_loss(config, model, build_schedule(config)), data=_diffusion_data,
+    loss=lambda config, model: build_loss(config, model, build_schedule(config), _teacher(config)),
+    data=_diffusion_data,
     check_input=lambda config, model, shape: backbone_config(config).check_input(shape),
     prepare=_diffusion_prepare, grid=_diffusion_grid)
 
