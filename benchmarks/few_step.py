@@ -42,6 +42,7 @@ def main():
     ap.add_argument("--rounds", required=True, help="experiments.distill's --workdir (round_<N> inside)")
     ap.add_argument("--ict", default=None, help="an iCT workdir (digits_ict.py): rows at NFE 1, 2, 4")
     ap.add_argument("--seeds", default="1,2,3")
+    ap.add_argument("--free", default="ddim,dpmpp_2m,unipc", help="training-free samplers tried on the teacher")
     ap.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results", "few_step"))
     args = ap.parse_args()
     from recipes import mean_over_seeds
@@ -51,7 +52,8 @@ def main():
 
     seeds = [int(s) for s in args.seeds.split(",")]
     command = f"python benchmarks/few_step.py --teacher {args.teacher} --rounds {args.rounds} --seeds {args.seeds}" + \
-        (f" --ict {args.ict}" if args.ict else "")
+        (f" --ict {args.ict}" if args.ict else "") + \
+        (f" --free {args.free}" if args.free != ap.get_default("free") else "")
     out = {"command": command, **stamp(), "rows": []}
 
     def row(label, wd, sampler, nfe, options, cost=None):
@@ -65,7 +67,8 @@ def main():
 
     row("teacher", args.teacher, "dpmpp_2m", 20, {})
     for nfe in NFES:
-        best = min((row("teacher", args.teacher, s, nfe, o) for s, o in FREE), key=lambda r: r["fd"])
+        free = [(s, o) for s, o in FREE if s in args.free.split(",")]
+        best = min((row("teacher", args.teacher, s, nfe, o) for s, o in free), key=lambda r: r["fd"])
         best["best_free"] = True
         wd = os.path.join(args.rounds, f"round_{nfe:04d}")
         if os.path.isdir(os.path.join(wd, "checkpoints")):
@@ -82,7 +85,7 @@ def main():
     lines = ["# Few-step generation on the digits", "", stamp_line(command), "", floor_line(out["rows"][0]), "",
              f"Each row: the mean over sampling seeds {seeds} (1000 samples each, clip_x0 = 1); the interval is the "
              "mean of the seeds' bootstrap 95% intervals. Teacher rows at NFE 1-8: every training-free sampler "
-             "tried, the best marked. Rounds: " + ", ".join(f"{k} {v['steps']} steps in {v['seconds']:.0f} s"
+             "tried (--free), the best marked. Rounds: " + ", ".join(f"{k} {v['steps']} steps in {v['seconds']:.0f} s"
                                                           for k, v in out["rounds"].items())
              + f" ({total / 60:.0f} min in all on this machine).", "",
              "| model | sampler | NFE | FD [95% interval] | FD / floor | confident (p >= 0.9) "
