@@ -17,29 +17,16 @@ import argparse
 import json
 import os
 import sys
-import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-
-
-def _median_time(fn, reps: int) -> float:
-    import jax
-    import numpy as np
-
-    jax.block_until_ready(fn())  # compile
-    times = []
-    for _ in range(reps):
-        t0 = time.perf_counter()
-        jax.block_until_ready(fn())
-        times.append(time.perf_counter() - t0)
-    return float(np.median(times))
 
 
 def step_cost(config, reps: int) -> dict:
     """Parameters, FLOPs and median seconds of one train step of ``config`` at its batch size."""
     import jax
     import jax.numpy as jnp
+    from stamp import median_time
 
     from jaxdiff.training.build import build_loss, build_model, build_optimizer, build_schedule, example_input
     from jaxdiff.training.step import make_train_step
@@ -54,7 +41,7 @@ def step_cost(config, reps: int) -> dict:
     cost = cost[0] if isinstance(cost, (list, tuple)) else cost
     return {"params": int(sum(p.size for p in jax.tree_util.tree_leaves(state.params))),
             "train_step_gflops": float(cost["flops"]) / 1e9,
-            "train_step_s": _median_time(lambda: step(state, batch)[1]["loss"], reps)}
+            "train_step_s": median_time(lambda: step(state, batch)[1]["loss"], reps)}
 
 
 def main():

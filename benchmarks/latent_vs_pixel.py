@@ -12,11 +12,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
 
 import jax
 import jax.numpy as jnp
-import numpy as np
+from stamp import median_time  # noqa: E402  (benchmarks/ is the script's directory)
 
 from experiments.configs import digits32_autoencoder, digits32_ddpm, digits32_ldm
 from jaxdiff import samplers
@@ -26,16 +25,6 @@ from jaxdiff.training import autoencoder as ae
 from jaxdiff.training.build import build_loss, build_model, build_optimizer, build_schedule, model_fn_for
 from jaxdiff.training.step import make_train_step
 from jaxdiff.training.tasks import DIFFUSION, state_template
-
-
-def _median_time(fn, reps):
-    jax.block_until_ready(fn())  # compile
-    times = []
-    for _ in range(reps):
-        t0 = time.perf_counter()
-        jax.block_until_ready(fn())
-        times.append(time.perf_counter() - t0)
-    return float(np.median(times))
 
 
 def timings(batch: int, num_samples: int, steps: int, reps: int) -> dict:
@@ -51,7 +40,7 @@ def timings(batch: int, num_samples: int, steps: int, reps: int) -> dict:
         shape = (ucfg.image_size,) * 2 + (ucfg.in_channels,)
         step = jax.jit(make_train_step(build_loss(config, model, schedule), tx))
         b = {"x": jax.random.normal(jax.random.PRNGKey(1), (batch,) + shape), "index": jnp.arange(batch)}
-        train_s = _median_time(lambda: step(state, b)[1]["loss"], reps)
+        train_s = median_time(lambda: step(state, b)[1]["loss"], reps)
 
         def sample(params, key, model=model, schedule=schedule, shape=shape):
             x_T = samplers.prior_sample(schedule, key, (num_samples,) + shape)
@@ -61,7 +50,7 @@ def timings(batch: int, num_samples: int, steps: int, reps: int) -> dict:
             dec = lambda z: vae.apply({"params": vae_params}, z, method=AutoencoderKL.decode)
             sample = decode_after(sample, dec, 1.0)
         fn = jax.jit(sample)
-        sample_s = _median_time(lambda: fn(state.ema_params, jax.random.PRNGKey(2)), reps)
+        sample_s = median_time(lambda: fn(state.ema_params, jax.random.PRNGKey(2)), reps)
         out[name] = {"params": int(sum(p.size for p in jax.tree_util.tree_leaves(state.params))),
                      "data_shape": list(shape), "train_step_s": train_s, "sample_s_per_image": sample_s / num_samples}
     return out

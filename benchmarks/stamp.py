@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime
 import os
 import platform
+import time
 
 
 def stamp() -> dict:
@@ -52,3 +53,17 @@ def write_markdown(path: str, lines: list[str]):
     with open(path, "w") as f:
         f.write("\n".join(lines) + "\n")
     print("\n".join(lines))
+
+
+def median_time(fn, reps: int) -> float:
+    """Median seconds of ``reps`` calls of ``fn`` (after one call that compiles), blocking on its result."""
+    import jax
+    import numpy as np
+
+    jax.block_until_ready(fn())  # compile
+    times = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        jax.block_until_ready(fn())
+        times.append(time.perf_counter() - t0)
+    return float(np.median(times))
