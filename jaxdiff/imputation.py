@@ -15,6 +15,12 @@ any sampler and any data kind (image inpainting, time-series forecasting and gap
 
 Both are approximations of the exact conditional p(x_unknown | x_known); tests measure their bias on a
 Gaussian where the conditional is closed form.
+
+* Conditional imputation (CSDI, Tashiro et al. 2021): a network that takes the observed values and the mask
+  as input (:class:`jaxdiff.models.imputation.ImputationNet`), trained on random masks
+  (:func:`sample_masks`: random points, blocks, forecast-shaped) with the loss on the unobserved entries only
+  (:func:`make_conditional_loss`), samples p(x_unknown | x_known) directly: :func:`conditional_impute` runs
+  any sampler once, with no replacement or resampling.
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxdiff.forward import bcast
+from jaxdiff.rng import Stream, per_example_keys, stream
 from jaxdiff.samplers import DEFAULT_SPACING, get_sampler, prior_sample
 from jaxdiff.samplers.common import grid
 from jaxdiff.schedules import Schedule
@@ -84,6 +91,7 @@ def impute(model_fn: Callable, schedule: Schedule, x_known, mask, key, *, sample
     Returns: ``[B, ...]`` with the known entries equal to ``x_known``.
     """
     check_mask(x_known, mask)
+    _check_missing_if_known(mask, x_known)
     run = get_sampler(sampler)
     for name, v in (("num_steps", num_steps), ("resample", resample), ("jump_length", jump_length)):
         if not isinstance(v, int) or v < 1:
@@ -113,6 +121,118 @@ def impute(model_fn: Callable, schedule: Schedule, x_known, mask, key, *, sample
 
     x = prior_sample(schedule, k_prior, x_known.shape, x_known.dtype)
     x, _ = jax.lax.scan(segment, x, (segs, jnp.arange(segs.shape[0])))
+    return mask * x_known + (1 - mask) * x
+
+
+MASK_KINDS = ("random", "block", "forecast")
+
+
+def check_mask_probs(probs) -> tuple[float, float, float]:
+    """The proportions of :data:`MASK_KINDS` normalised to sum 1 (non-negative, not all zero)."""
+    probs = tuple(float(p) for p in probs)
+    if len(probs) != len(MASK_KINDS) or min(probs) < 0 or sum(probs) <= 0:
+        raise ValueError(f"mask proportions {probs} must be {len(MASK_KINDS)} non-negative numbers (for "
+                         f"{list(MASK_KINDS)}) with a positive sum")
+    return tuple(p / sum(probs) for p in probs)
+
+
+def sample_masks(keys, shape, probs=(1.0, 1.0, 1.0), horizon: int = 0):
+    """Training masks of a conditional imputation model (1 = observed), one per example key ``keys [B]`` for
+    data of ``shape = [B, *spatial, C]`` (the mask is shared by the channels of a position). The kind of
+    each example is drawn with ``probs`` over :data:`MASK_KINDS` (CSDI's strategies):
+
+    * ``random``: a missing ratio r ~ U(0, 1), each position missing with probability r (the largest of
+      the position draws always missing: at least one entry to learn from);
+    * ``block``: one contiguous block missing, on every spatial axis of length ~ U{1, ..., ceil(L / 2)} at a
+      uniform start (a gap in a series, a rectangle in an image);
+    * ``forecast``: the last ``horizon`` positions of the first spatial axis missing (the future of a
+      series, the bottom rows of an image); ``horizon = 0`` draws it from U{1, ..., ceil(L / 2)}.
+    """
+    probs = check_mask_probs(probs)
+    spatial = tuple(shape[1:-1])
+    if horizon < 0 or horizon >= spatial[0]:
+        raise ValueError(f"horizon={horizon} must be in [0, {spatial[0]}) (0 = drawn per example)")
+    keys = per_example_keys(keys, shape[0])
+    logits = jnp.log(jnp.asarray(probs, jnp.float32))
+
+    def one(key):
+        k = jax.random.split(stream(key, Stream.MASK), 4)
+        kind = jax.random.categorical(k[0], logits)
+        u = jax.random.uniform(k[1], spatial)
+        ratio = jax.random.uniform(jax.random.fold_in(k[1], 1))
+        random = (u < ratio) | (u == u.max())
+        block = jnp.ones(spatial, bool)
+        for ax, L in enumerate(spatial):
+            ka, kb = jax.random.split(jax.random.fold_in(k[2], ax))
+            length = jax.random.randint(ka, (), 1, (L + 1) // 2 + 1)
+            start = jax.random.randint(kb, (), 0, L - length + 1)
+            i = jnp.arange(L)
+            along = tuple(L if a == ax else 1 for a in range(len(spatial)))
+            block = block & ((i >= start) & (i < start + length)).reshape(along)
+        h = horizon if horizon else jax.random.randint(k[3], (), 1, (spatial[0] + 1) // 2 + 1)
+        future = jnp.arange(spatial[0]) >= spatial[0] - h
+        forecast = jnp.broadcast_to(future.reshape((-1,) + (1,) * (len(spatial) - 1)), spatial)
+        missing = jnp.select([kind == 0, kind == 1], [random, block], forecast)
+        return 1.0 - missing.astype(jnp.float32)
+
+    m = jax.vmap(one)(keys)[..., None]
+    return jnp.broadcast_to(m, tuple(shape))
+
+
+def make_conditional_loss(base_loss: Callable, probs=(1.0, 1.0, 1.0), horizon: int = 0) -> Callable:
+    """CSDI's training objective from any mse loss of :func:`jaxdiff.losses.make_loss` whose network is an
+    :class:`~jaxdiff.models.imputation.ImputationNet`: each example gets a mask from :func:`sample_masks`,
+    its observed values and mask go to the network as ``cond``, and the loss is the mean over the
+    unobserved entries only (``batch["loss_mask"]``). ``batch["cond"]`` (class labels), if any, rides along
+    as the condition's ``"label"``."""
+    check_mask_probs(probs)
+
+    def loss_fn(params, batch, key):
+        x = jnp.asarray(batch["x"])
+        keys = per_example_keys(key, x.shape[0])
+        mask = sample_masks(keys, x.shape, probs, horizon).astype(x.dtype)
+        cond = {"obs": mask * x, "mask": mask}
+        if batch.get("cond") is not None:
+            cond["label"] = batch["cond"]
+        return base_loss(params, {**batch, "cond": cond, "loss_mask": 1.0 - mask}, keys)
+
+    return loss_fn
+
+
+def check_missing(mask, shape):
+    """A mask of the data's shape (or without the batch axis) with something to impute in every example."""
+    check_mask(np.zeros(shape, np.float32), mask)
+    m = np.broadcast_to(np.asarray(mask), shape).reshape(shape[0], -1)
+    if (m.min(axis=1) > 0).any():
+        raise ValueError("mask has nothing unobserved (all ones) in example(s) "
+                         f"{np.where(m.min(axis=1) > 0)[0][:8].tolist()}: 0 marks the values to impute")
+
+
+def _check_missing_if_known(mask, x_known):
+    if not isinstance(mask, jax.core.Tracer):  # a traced mask is checked by whoever made it
+        check_missing(mask, tuple(jnp.shape(x_known)))
+
+
+def conditional_impute(model_fn: Callable, schedule: Schedule, x_known, mask, key, *, sampler: str = "ddpm",
+                       num_steps: int = 100, prediction: str = "eps", label: Any = None, spacing: str | None = None,
+                       t_min: float | None = None, ts=None, **options):
+    """Sample x with ``x[mask == 1] = x_known[mask == 1]`` from a conditional imputation model (CSDI):
+    ``model_fn(x, t, cond)`` takes ``cond = {"obs": x_known, "mask": mask[, "label": label]}``
+    (:class:`~jaxdiff.models.imputation.ImputationNet`), so one pass of any sampler draws the unobserved
+    entries from the model's p(x_unknown | x_known); the known entries of the result are ``x_known``.
+    ``mask``: 1 = known, the data's shape or without the batch axis. NFE: the sampler's for ``num_steps``."""
+    check_mask(x_known, mask)
+    _check_missing_if_known(mask, x_known)
+    run = get_sampler(sampler)
+    ts = grid(schedule, ts=ts, num_steps=num_steps, spacing=spacing or DEFAULT_SPACING.get(sampler, "uniform"),
+              t_min=t_min, dtype=x_known.dtype)
+    mask = jnp.broadcast_to(jnp.asarray(mask, x_known.dtype), x_known.shape)
+    cond = {"obs": mask * x_known, "mask": mask}
+    if label is not None:
+        cond["label"] = label
+    k_prior, k_run = jax.random.split(key)
+    x = prior_sample(schedule, k_prior, x_known.shape, x_known.dtype)
+    x = run(model_fn, schedule, x, k_run, ts=ts, prediction=prediction, cond=cond, **options)
     return mask * x_known + (1 - mask) * x
 
 

@@ -233,6 +233,15 @@ def sample_times(cfg: LossConfig, schedule: Schedule, keys, importance: Importan
     return t, t, jnp.zeros_like(t, jnp.int32)
 
 
+def masked_mean_flat(v, mask=None):
+    """Per-example mean of ``v [B, ...]`` over the entries where ``mask`` (broadcast to ``v``) is 1; without a
+    mask, over all entries. An example with an all-zero mask has mean 0."""
+    if mask is None:
+        return mean_flat(v)
+    m = jnp.broadcast_to(jnp.asarray(mask, v.dtype), v.shape).reshape(v.shape[0], -1)
+    return (m * v.reshape(v.shape[0], -1)).sum(-1) / jnp.maximum(m.sum(-1), 1.0)
+
+
 def make_loss(apply_fn: Callable, schedule: Schedule, **options) -> Callable:
     """Build ``loss_fn(params, batch, key) -> (loss, metrics)``.
 
@@ -262,9 +271,11 @@ def make_loss(apply_fn: Callable, schedule: Schedule, **options) -> Callable:
           density for the probability-flow ODE likelihood of discrete data).
         p_uncond, null_cond: condition dropout for classifier-free guidance (the U-Net's null label is
           ``num_classes``).
-    ``batch`` holds ``"x"`` ``[B, ...]`` in [-1, 1] and optionally ``"cond"`` and ``"noise"`` (the noise paired
-    with each x, as reflow trains on, in place of fresh draws); ``key`` is one key or per-
-    example keys ``[B]`` (training passes keys folded from each example's global index).
+    ``batch`` holds ``"x"`` ``[B, ...]`` in [-1, 1] and optionally ``"cond"``, ``"noise"`` (the noise paired
+    with each x, as reflow trains on, in place of fresh draws) and ``"loss_mask"`` (1 where the MSE counts:
+    the unobserved entries of a conditional imputation model, :func:`jaxdiff.imputation.make_conditional_loss`);
+    ``key`` is one key or per-example keys ``[B]`` (training passes keys folded from each example's global
+    index).
     """
     cfg = LossConfig(**options)
     cfg.validate(schedule)
@@ -296,7 +307,7 @@ def make_loss(apply_fn: Callable, schedule: Schedule, **options) -> Callable:
         loss = jnp.zeros((B,), x0.dtype)
         if cfg.loss_type in ("mse", "hybrid"):
             target = from_x0_eps(x0, eps, cfg.prediction, *rates)
-            mse = mean_flat((pred - target) ** 2)
+            mse = masked_mean_flat((pred - target) ** 2, batch.get("loss_mask"))
             if cfg.weighting == "uniform":
                 w = jnp.ones_like(t)
             elif importance is not None:  # w(t)/p(t) = the weighting's integral, times the output factor
@@ -307,6 +318,9 @@ def make_loss(apply_fn: Callable, schedule: Schedule, **options) -> Callable:
             loss = loss + w * mse
             metrics["mse"] = mse
         if cfg.loss_type in ("vlb", "hybrid"):
+            if batch.get("loss_mask") is not None:
+                raise ValueError(f"loss_type={cfg.loss_type!r} is a bound on the whole example; a loss_mask "
+                                 "(conditional imputation) needs loss_type='mse'")
             mean_pred = jax.lax.stop_gradient(pred) if cfg.loss_type == "hybrid" else pred
             x0_hat, _ = to_x0_eps(mean_pred, cfg.prediction, x_t, *rates)
             log_var = p_variance(schedule, s, t, var_values, cfg.variance)

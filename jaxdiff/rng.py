@@ -22,6 +22,7 @@ class Stream(enum.IntEnum):
     PRIOR_NOISE = 3  # the second noise draw of a loss (VDM's decoder eps)
     COND_DROP = 4  # classifier-free guidance's condition dropout
     DEQUANT = 5  # uniform dequantization
+    MASK = 6  # the observation mask of a conditional imputation model's example (CSDI-style training)
     # Run-level streams (folded into key(seed)).
     INIT = 100  # network initialisation
     TRAIN = 101  # the TrainState's key: per-step, per-example training draws

@@ -61,7 +61,10 @@ def test_bad_input():
     x = jnp.zeros((2, 4))
     with pytest.raises(ValueError, match="mask has shape"):
         impute(g.model_fn(sched), sched, x, jnp.ones((3,)), jax.random.key(0))
+    mask = jnp.asarray([1.0, 1.0, 0.0, 0.0])
     with pytest.raises(ValueError, match="multiple of jump_length"):
-        impute(g.model_fn(sched), sched, x, jnp.ones((4,)), jax.random.key(0), num_steps=25, jump_length=10)
+        impute(g.model_fn(sched), sched, x, mask, jax.random.key(0), num_steps=25, jump_length=10)
     with pytest.raises(ValueError, match="unknown sampler"):
-        impute(g.model_fn(sched), sched, x, jnp.ones((4,)), jax.random.key(0), sampler="magic")
+        impute(g.model_fn(sched), sched, x, mask, jax.random.key(0), sampler="magic")
+    with pytest.raises(ValueError, match=r"nothing unobserved \(all ones\) in example\(s\) \[1\]"):
+        impute(g.model_fn(sched), sched, x, jnp.asarray([[1.0, 0, 0, 0], [1, 1, 1, 1]]), jax.random.key(0))

@@ -24,6 +24,7 @@ from jaxdiff.data.series import (
     seasonal_naive,
 )
 from jaxdiff.outputs import unique_path
+from jaxdiff.training.build import conditional_imputation
 from jaxdiff.training.generate import generate_imputed
 from jaxdiff.training.tasks import restore_trained
 
@@ -94,7 +95,11 @@ def forecast(workdir, sampler=None, num_steps=None, resample=None, num_samples=N
         r.update({k: float(np.mean(v)) for k, v in acc.items()})
         rows.append(r)
     rel_ar = [r["crps_diff"] / r["crps_ar"] for r in rows]
+    conditional = conditional_imputation(config)
+    if conditional:
+        resample = 1  # one pass of the sampler with the observed values as input
     res = {"step": step, "data": os.path.basename(str(config.data.config)), "labels": bool(config.data.use_labels),
+           "conditional": conditional,
            "sampler": sampler, "num_steps": num_steps, "resample": resample,
            "clip_x0": clip_x0,
            "jump_length": min(f.jump_length, num_steps), "num_samples": S, "horizon": H, "context": C,
@@ -115,9 +120,10 @@ def forecast(workdir, sampler=None, num_steps=None, resample=None, num_samples=N
 
 
 def table(res) -> str:
+    imputation = "conditional model (CSDI)" if res.get("conditional") else \
+        f"RePaint r={res['resample']} j={res['jump_length']}"
     lines = [f"Forecast {res['horizon']} steps from {res['context']}, {res['num_samples']} samples, "
-             f"{res['sampler']} {res['num_steps']} steps, RePaint r={res['resample']} "
-             f"j={res['jump_length']} (model step {res['step']}, data {res['data']}, "
+             f"{res['sampler']} {res['num_steps']} steps, {imputation} (model step {res['step']}, data {res['data']}, "
              f"{'class-conditional' if res['labels'] else 'one model for all series'}; "
              f"CRPS / CRPS(AR) geometric mean {res['crps_ratio_ar']:.3f})",
              "| series | period | origins | CRPS diffusion | CRPS seasonal-naive | CRPS AR(p) | MSE diffusion "

@@ -20,6 +20,7 @@ from jaxdiff.data import Pipeline, load_source
 from jaxdiff.models import UNet, UNetConfig
 from jaxdiff.models.autoencoder import AutoencoderConfig, AutoencoderKL, PatchDiscriminator
 from jaxdiff.models.dit import DiT, DiTConfig
+from jaxdiff.models.imputation import ImputationNet
 from jaxdiff.models.precond import Preconditioned, check_preconditioning
 from jaxdiff.rng import Stream, run_key
 from jaxdiff.schedules import get_schedule, is_discrete
@@ -101,7 +102,7 @@ def build_model(config) -> tuple[Any, UNetConfig | DiTConfig]:
     d = config.diffusion
     check_preconditioning(d.preconditioning, d.prediction, d.sigma_data)
     if isinstance(cfg, DiTConfig):
-        net = DiT(cfg)
+        net = DiT(_imputation_backbone(config, cfg))
     elif text_enabled(config):
         from jaxdiff.models.text import TextUNet
 
@@ -110,10 +111,47 @@ def build_model(config) -> tuple[Any, UNetConfig | DiTConfig]:
         t = config.text
         net = TextUNet(cfg, cfg.context_dim, t.layers, t.heads, t.max_len)
     else:
-        net = UNet(cfg)
+        net = UNet(_imputation_backbone(config, cfg))
+    if conditional_imputation(config):
+        net = ImputationNet(net, cfg.in_channels)
     if d.preconditioning == "none":
         return net, cfg
     return Preconditioned(net, build_schedule(config), d.preconditioning, float(d.sigma_data)), cfg
+
+
+def conditional_imputation(config) -> bool:
+    """Whether the config trains a conditional imputation model (``imputation.conditional``, CSDI)."""
+    return bool(config.imputation.conditional)
+
+
+def _imputation_backbone(config, cfg):
+    """A conditional imputation model's backbone takes 3 C input channels (noisy, observed, mask) and outputs
+    the data's C (:class:`jaxdiff.models.imputation.ImputationNet`); otherwise ``cfg`` unchanged."""
+    if not conditional_imputation(config):
+        return cfg
+    return dataclasses.replace(cfg, in_channels=3 * cfg.in_channels, out_channels=cfg.out_channels or cfg.in_channels)
+
+
+def check_imputation(config):
+    """A conditional imputation model trains with the eps / x0 / v MSE on its own masks: no text, guidance
+    dropout, variational bound, distillation or consistency training on top; mask proportions and horizon
+    valid."""
+    from jaxdiff.imputation import check_mask_probs
+
+    im, d = config.imputation, config.diffusion
+    clashes = [(text_enabled(config), "text.enabled"), (d.p_uncond > 0, "diffusion.p_uncond > 0"),
+               (d.loss_type != "mse", f"diffusion.loss_type={d.loss_type!r}"),
+               (bool(config.distill.teacher), "distill.teacher"), (bool(config.consistency.mode), "consistency.mode"),
+               (bool(config.latent.autoencoder), "latent.autoencoder")]
+    bad = [name for on, name in clashes if on]
+    if bad:
+        raise ValueError(f"imputation.conditional=True cannot be combined with {', '.join(bad)}; a conditional "
+                         "imputation model trains with loss_type='mse' on pixel (or series) data, without text")
+    check_mask_probs(im.mask_probs)
+    length = config.model.image_size
+    if not isinstance(im.horizon, int) or not 0 <= im.horizon < length:
+        raise ValueError(f"imputation.horizon={im.horizon!r}; allowed: an integer in [0, {length}) (0 = drawn "
+                         "per example)")
 
 
 def example_input(config) -> jax.Array:
@@ -268,7 +306,7 @@ def build_loss(config, model, schedule, teacher=None):
     def apply_fn(params, x_t, t, cond, keys):
         return model_fn_for(model, params, train=True, dropout_keys=keys)(x_t, t, cond)
 
-    return losses.make_loss(apply_fn, schedule, prediction=d.prediction, weighting=d.weighting,
+    loss = losses.make_loss(apply_fn, schedule, prediction=d.prediction, weighting=d.weighting,
                             loss_type=d.loss_type, variance=d.variance,
                             num_levels=config.data.num_levels or 256,  # 0 = continuous data (MSE only)
                             num_steps=None if is_discrete(schedule) else (d.noise_levels or d.vlb_steps),
@@ -277,6 +315,12 @@ def build_loss(config, model, schedule, teacher=None):
                             sigma_data=d.sigma_data, edm_p_mean=d.p_mean, edm_p_std=d.p_std,
                             dequantize=bool(config.data.dequantize),
                             p_uncond=d.p_uncond, null_cond=config.model.num_classes)
+    if conditional_imputation(config):  # CSDI: random masks, the observed values as input, loss on the rest
+        from jaxdiff.imputation import make_conditional_loss
+
+        im = config.imputation
+        return make_conditional_loss(loss, tuple(im.mask_probs), im.horizon)
+    return loss
 
 
 def build_optimizer(config):
@@ -354,6 +398,8 @@ def check_values(config):
         check_distill(config)
     if config.consistency.mode:
         check_consistency(config)
+    if conditional_imputation(config):
+        check_imputation(config)
     if not 0.0 <= o.ema_decay <= 1.0:
         raise ValueError(f"optim.ema_decay={o.ema_decay}; allowed: 0 <= ema_decay <= 1")
     if o.posthoc_ema:

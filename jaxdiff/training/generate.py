@@ -21,7 +21,13 @@ from jaxdiff.imputation import inpaint_mask
 from jaxdiff.latent import decode_after
 from jaxdiff.parameterization import clip_x0_model_fn
 from jaxdiff.rng import Stream, run_key
-from jaxdiff.training.build import build_pipeline, latent_autoencoder, model_fn_for, text_enabled
+from jaxdiff.training.build import (
+    build_pipeline,
+    conditional_imputation,
+    latent_autoencoder,
+    model_fn_for,
+    text_enabled,
+)
 from jaxdiff.training.latent import latent_decoder
 
 _COMPILED: dict = {}  # settings -> compiled sampler (explicit: clear_cache() empties it)
@@ -140,35 +146,47 @@ def generate(config, model, schedule, params, *, sampler: str, num_steps: int, n
 def generate_imputed(config, model, schedule, params, x_known, mask, *, sampler: str, num_steps: int,
                      resample: int = 1, jump_length: int = 10, batch_size: int = 500, seed: int = 0,
                      labels=None, clip_x0: float | None = None, **options) -> np.ndarray:
-    """Imputation (:func:`jaxdiff.imputation.impute`: replacement + RePaint) of ``x_known [N, ...]`` where
-    ``mask`` (the data's shape without the batch axis; 1 = known) is 0, in batches of one compiled call."""
-    from jaxdiff.imputation import check_mask, impute
+    """Imputation of ``x_known [N, ...]`` where ``mask`` (the data's shape without the batch axis, or with it;
+    1 = known) is 0, in batches of one compiled call: a conditional imputation model
+    (``imputation.conditional``) samples once with the observed values as input
+    (:func:`jaxdiff.imputation.conditional_impute`; ``resample`` and ``jump_length`` unused), any other model
+    by replacement + RePaint (:func:`jaxdiff.imputation.impute`)."""
+    from jaxdiff.imputation import check_mask, check_missing, conditional_impute, impute
 
     x_known = np.asarray(x_known, np.float32)
     check_mask(x_known, mask)
+    check_missing(mask, x_known.shape)
     if labels is not None and not config.model.num_classes:
         raise ValueError("labels need a class-conditional model (model.num_classes)")
+    conditional = conditional_imputation(config)
+    if conditional:
+        resample, jump_length = 1, num_steps
     jump_length = min(jump_length, num_steps)
     samplers.timegrids.check_steps(schedule, num_steps // jump_length, "uniform")
     clip = config.sample.clip_x0 if clip_x0 is None else clip_x0
     batch_size = min(batch_size, len(x_known))
+    per_example = np.ndim(mask) == x_known.ndim  # a mask per example is batched with x
     key = ("impute", _settings_key(config, sampler, num_steps, batch_size, clip, None, options), resample,
-           jump_length)
+           jump_length, per_example)
     if key not in _COMPILED:
         @jax.jit
         def run(params, x, mask, y, key):
             mf = model_fn_for(model, params)
             if clip:
                 mf = clip_x0_model_fn(mf, schedule, config.diffusion.prediction, clip)
+            if conditional:
+                return conditional_impute(mf, schedule, x, mask, key, sampler=sampler, num_steps=num_steps,
+                                          prediction=config.diffusion.prediction, label=y, **options)
             return impute(mf, schedule, x, mask, key, sampler=sampler, num_steps=num_steps, resample=resample,
                           jump_length=jump_length, prediction=config.diffusion.prediction, cond=y, **options)
 
         _COMPILED[key] = run
     run = _COMPILED[key]
-    mask = jnp.asarray(mask, jnp.float32)
+    mask = np.asarray(mask, np.float32)
 
     return _in_batches(x_known, batch_size, seed, lambda x, idx, key: run(
-        params, x, mask, None if labels is None else jnp.asarray(np.asarray(labels)[idx], jnp.int32), key))
+        params, x, jnp.asarray(mask[idx] if per_example else mask),
+        None if labels is None else jnp.asarray(np.asarray(labels)[idx], jnp.int32), key))
 
 
 def _in_batches(xs, batch_size: int, seed: int, fn):

@@ -164,6 +164,11 @@ def default_config() -> ml_collections.ConfigDict:
     cm.p_std = 2.0
     cm.distance = "pseudo_huber"  # pseudo_huber (c = 0.00054 sqrt(d)) | l2
 
+    c.imputation = im = ml_collections.ConfigDict()  # conditional imputation models (CSDI; jaxdiff.imputation)
+    im.conditional = False  # the network sees the observed values and mask (ImputationNet); loss on the rest
+    im.mask_probs = (1.0, 1.0, 1.0)  # proportions of training masks: random points, blocks, forecast-shaped
+    im.horizon = 0  # forecast masks: the last `horizon` positions missing (0 = drawn in 1..L/2 per example)
+
     c.sample = s = ml_collections.ConfigDict()
     s.sampler = "ddpm"  # a name of jaxdiff.samplers.SAMPLERS
     s.num_steps = 1000  # sampler steps
