@@ -8,14 +8,13 @@ import functools
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 import pytest
 
 from jaxdiff import schedules as S
 from jaxdiff.imputation import conditional_impute, impute, make_conditional_loss, sample_masks
 from jaxdiff.losses import make_loss, masked_mean_flat
 from jaxdiff.models.imputation import ImputationNet, conditional_input
-from jaxdiff.testing import MLPBackbone, ar1_problem, exact_conditional_model_fn
+from jaxdiff.testing import MLPBackbone, ar1_problem, exact_conditional_model_fn, train_mlp_imputer
 
 SCHED = S.get_schedule("linear")
 
@@ -128,27 +127,9 @@ def test_exact_conditional_model_samples_the_conditional(sampler, steps, x64):
 
 
 @functools.lru_cache(maxsize=None)
-def _trained(steps=1500, batch=256):
-    g, _, _ = ar1_problem()
-    model = ImputationNet(MLPBackbone(), 1)
-    params = model.init(jax.random.key(0), jnp.zeros((1, 8, 1)), jnp.zeros((1,)))["params"]
-    base = make_loss(lambda p, x, t, c, k: model.apply({"params": p}, x, t, c), SCHED, prediction="eps")
-    loss = make_conditional_loss(base, (0.0, 0.0, 1.0), horizon=3)  # forecast-shaped: the last 3 missing
-    tx = optax.adam(optax.cosine_decay_schedule(2e-3, steps))
-
-    @jax.jit
-    def train(params):
-        def body(carry, i):
-            p, o = carry
-            k = jax.random.fold_in(jax.random.key(1), i)
-            x = g.sample(k, batch)[..., None]
-            grads = jax.grad(lambda p: loss(p, {"x": x}, jax.random.fold_in(k, 1))[0])(p)
-            u, o = tx.update(grads, o, p)
-            return (optax.apply_updates(p, u), o), None
-
-        return jax.lax.scan(body, (params, tx.init(params)), jnp.arange(steps))[0][0]
-
-    return model, train(params)
+def _trained():
+    g, known, _ = ar1_problem()
+    return train_mlp_imputer(g, SCHED, horizon=int((~known).sum()), steps=1500)
 
 
 @pytest.mark.slow
