@@ -25,6 +25,7 @@ Gaussian where the conditional is closed form.
 
 from __future__ import annotations
 
+import math
 from typing import Any, Callable
 
 import jax
@@ -136,19 +137,22 @@ def check_mask_probs(probs) -> tuple[float, float, float]:
     return tuple(p / sum(probs) for p in probs)
 
 
-def sample_masks(keys, shape, probs=(1.0, 1.0, 1.0), horizon: int = 0):
+def sample_masks(keys, shape, probs=(1.0, 1.0, 1.0), horizon: int = 0, max_block: float = 0.5):
     """Training masks of a conditional imputation model (1 = observed), one per example key ``keys [B]`` for
     data of ``shape = [B, *spatial, C]`` (the mask is shared by the channels of a position). The kind of
     each example is drawn with ``probs`` over :data:`MASK_KINDS` (CSDI's strategies):
 
     * ``random``: a missing ratio r ~ U(0, 1), each position missing with probability r (the largest of
       the position draws always missing: at least one entry to learn from);
-    * ``block``: one contiguous block missing, on every spatial axis of length ~ U{1, ..., ceil(L / 2)} at a
-      uniform start (a gap in a series, a rectangle in an image);
+    * ``block``: one contiguous block missing, on every spatial axis of length ~ U{1, ..., ceil(max_block L)}
+      at a uniform start (a gap in a series, a rectangle in an image; ``max_block = 1`` lets it reach a half
+      or the whole of an image);
     * ``forecast``: the last ``horizon`` positions of the first spatial axis missing (the future of a
       series, the bottom rows of an image); ``horizon = 0`` draws it from U{1, ..., ceil(L / 2)}.
     """
     probs = check_mask_probs(probs)
+    if not 0.0 < max_block <= 1.0:
+        raise ValueError(f"max_block={max_block}; allowed: a fraction of each axis in (0, 1]")
     spatial = tuple(shape[1:-1])
     if horizon < 0 or horizon >= spatial[0]:
         raise ValueError(f"horizon={horizon} must be in [0, {spatial[0]}) (0 = drawn per example)")
@@ -164,7 +168,7 @@ def sample_masks(keys, shape, probs=(1.0, 1.0, 1.0), horizon: int = 0):
         block = jnp.ones(spatial, bool)
         for ax, L in enumerate(spatial):
             ka, kb = jax.random.split(jax.random.fold_in(k[2], ax))
-            length = jax.random.randint(ka, (), 1, (L + 1) // 2 + 1)
+            length = jax.random.randint(ka, (), 1, max(1, math.ceil(max_block * L)) + 1)
             start = jax.random.randint(kb, (), 0, L - length + 1)
             i = jnp.arange(L)
             along = tuple(L if a == ax else 1 for a in range(len(spatial)))
@@ -179,7 +183,8 @@ def sample_masks(keys, shape, probs=(1.0, 1.0, 1.0), horizon: int = 0):
     return jnp.broadcast_to(m, tuple(shape))
 
 
-def make_conditional_loss(base_loss: Callable, probs=(1.0, 1.0, 1.0), horizon: int = 0) -> Callable:
+def make_conditional_loss(base_loss: Callable, probs=(1.0, 1.0, 1.0), horizon: int = 0,
+                          max_block: float = 0.5) -> Callable:
     """CSDI's training objective from any mse loss of :func:`jaxdiff.losses.make_loss` whose network is an
     :class:`~jaxdiff.models.imputation.ImputationNet`: each example gets a mask from :func:`sample_masks`,
     its observed values and mask go to the network as ``cond``, and the loss is the mean over the
@@ -190,7 +195,7 @@ def make_conditional_loss(base_loss: Callable, probs=(1.0, 1.0, 1.0), horizon: i
     def loss_fn(params, batch, key):
         x = jnp.asarray(batch["x"])
         keys = per_example_keys(key, x.shape[0])
-        mask = sample_masks(keys, x.shape, probs, horizon).astype(x.dtype)
+        mask = sample_masks(keys, x.shape, probs, horizon, max_block).astype(x.dtype)
         cond = {"obs": mask * x, "mask": mask}
         if batch.get("cond") is not None:
             cond["label"] = batch["cond"]

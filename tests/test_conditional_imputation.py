@@ -23,7 +23,7 @@ def _keys(n, seed=0):
     return jax.random.split(jax.random.key(seed), n)
 
 
-_masks = jax.jit(sample_masks, static_argnums=(1, 2, 3))  # one program per setting (eager: each op apart)
+_masks = jax.jit(sample_masks, static_argnums=(1, 2, 3, 4))  # one program per setting (eager: each op apart)
 
 
 def test_forecast_and_block_masks_follow_their_definitions():
@@ -40,6 +40,9 @@ def test_forecast_and_block_masks_follow_their_definitions():
         r0, r1, c0, c1 = rows.min(), rows.max(), cols.min(), cols.max()
         assert (row[r0:r1 + 1, c0:c1 + 1] == 0).all() and (row == 0).sum() == (r1 - r0 + 1) * (c1 - c0 + 1)
         assert r1 - r0 + 1 <= 5 and c1 - c0 + 1 <= 3  # at most ceil(L / 2) on each axis
+    m = 1 - np.asarray(_masks(_keys(512), (512, 10, 6, 1), (0, 1, 0), 0, 1.0))[..., 0]
+    rows, cols = m.max(2).sum(1), m.max(1).sum(1)  # the block's extent on each axis
+    assert set(rows.astype(int)) == set(range(1, 11)) and set(cols.astype(int)) == set(range(1, 7))
 
 
 def test_random_masks_and_kind_proportions():
@@ -218,6 +221,7 @@ def test_config_builds_a_conditional_model_that_sees_the_context(data_dir):
     ("diffusion.p_uncond", 0.1, "p_uncond"),
     ("imputation.horizon", 32, r"imputation.horizon=32; allowed: an integer in \[0, 32\)"),
     ("imputation.mask_probs", (0.0, 0.0, 0.0), "mask proportions"),
+    ("imputation.max_block", 1.5, r"imputation.max_block=1.5; allowed: a fraction of each axis in \(0, 1\]"),
 ])
 def test_config_errors_before_training(field, value, match, data_dir):
     from jaxdiff.training.build import check_values

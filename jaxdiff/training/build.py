@@ -148,6 +148,8 @@ def check_imputation(config):
         raise ValueError(f"imputation.conditional=True cannot be combined with {', '.join(bad)}; a conditional "
                          "imputation model trains with loss_type='mse' on pixel (or series) data, without text")
     check_mask_probs(im.mask_probs)
+    if not 0.0 < im.max_block <= 1.0:
+        raise ValueError(f"imputation.max_block={im.max_block}; allowed: a fraction of each axis in (0, 1]")
     length = config.model.image_size
     if not isinstance(im.horizon, int) or not 0 <= im.horizon < length:
         raise ValueError(f"imputation.horizon={im.horizon!r}; allowed: an integer in [0, {length}) (0 = drawn "
@@ -319,7 +321,7 @@ def build_loss(config, model, schedule, teacher=None):
         from jaxdiff.imputation import make_conditional_loss
 
         im = config.imputation
-        return make_conditional_loss(loss, tuple(im.mask_probs), im.horizon)
+        return make_conditional_loss(loss, tuple(im.mask_probs), im.horizon, im.max_block)
     return loss
 
 

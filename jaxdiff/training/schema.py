@@ -168,6 +168,7 @@ def default_config() -> ml_collections.ConfigDict:
     im.conditional = False  # the network sees the observed values and mask (ImputationNet); loss on the rest
     im.mask_probs = (1.0, 1.0, 1.0)  # proportions of training masks: random points, blocks, forecast-shaped
     im.horizon = 0  # forecast masks: the last `horizon` positions missing (0 = drawn in 1..L/2 per example)
+    im.max_block = 0.5  # block masks: longest block on each axis, a fraction of its length
 
     c.sample = s = ml_collections.ConfigDict()
     s.sampler = "ddpm"  # a name of jaxdiff.samplers.SAMPLERS
