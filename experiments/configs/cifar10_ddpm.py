@@ -55,7 +55,7 @@ def get_config(variant: str = ""):
         c.optim.batch_size = 8
         c.optim.warmup_steps = 2
         c.train.num_steps = 4
-        c.train.checkpoint_every = 2
+        c.train.checkpoint_every = 4  # one save: the resume path has its own tests
         c.train.sample_every = 4
         c.sample.num_steps = 4
         c.sample.num_samples = c.sample.batch_size = c.eval.num_samples = c.train.num_grid_samples = 16

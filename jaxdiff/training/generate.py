@@ -204,17 +204,20 @@ def inpaint_test_images(config, model, schedule, params, region: str, *, sampler
                         resample: int = 5, jump_length: int = 10, seed: int = 0, clip_x0: float | None = None,
                         num_images: int = 10, per_image: int = 8, **options) -> dict:
     """Inpaint ``region`` (``jaxdiff.imputation.MASKS``) of the first ``num_images`` test images,
-    ``per_image`` samples each: ``{"x0", "mask", "known", "samples"}`` (RePaint over any sampler)."""
+    ``per_image`` samples each: ``{"x0", "labels", "mask", "known", "samples"}`` (RePaint over any sampler, or
+    one pass of a conditional imputation model); ``labels`` are the test images' (None without labels)."""
     if latent_autoencoder(config):
         raise ValueError("inpainting imputes in the model's data space; a latent-diffusion model's pixel masks do "
                          "not map onto its latents (not supported); use a pixel-space model")
     test = build_pipeline(config, "test", 1)
-    x0 = np.stack([test.batch(i)["x"][0] for i in range(num_images)])
+    batches = [test.batch(i) for i in range(num_images)]
+    x0 = np.stack([b["x"][0] for b in batches])
+    labels = np.stack([b["label"][0] for b in batches]) if "label" in batches[0] else None
     mask = inpaint_mask(region, x0.shape[1:], seed)
     known = np.repeat(x0, per_image, axis=0)
     x = generate_imputed(config, model, schedule, params, known, mask, sampler=sampler, num_steps=num_steps,
                          resample=resample, jump_length=jump_length, seed=seed, clip_x0=clip_x0, **options)
-    return {"x0": x0, "mask": mask, "known": known, "samples": x}
+    return {"x0": x0, "labels": labels, "mask": mask, "known": known, "samples": x}
 
 
 def condition_labels(config, n: int, *, prompt: str | None = None, label: int | None = None,
