@@ -207,6 +207,10 @@ def make_conditional_loss(base_loss: Callable, probs=(1.0, 1.0, 1.0), horizon: i
 def check_missing(mask, shape):
     """A mask of the data's shape (or without the batch axis) with something to impute in every example."""
     check_mask(np.zeros(shape, np.float32), mask)
+    _check_something_missing(mask, shape)
+
+
+def _check_something_missing(mask, shape):
     m = np.broadcast_to(np.asarray(mask), shape).reshape(shape[0], -1)
     if (m.min(axis=1) > 0).any():
         raise ValueError("mask has nothing unobserved (all ones) in example(s) "
@@ -214,8 +218,10 @@ def check_missing(mask, shape):
 
 
 def _check_missing_if_known(mask, x_known):
-    if not isinstance(mask, jax.core.Tracer):  # a traced mask is checked by whoever made it
-        check_missing(mask, tuple(jnp.shape(x_known)))
+    """After :func:`check_mask`: something to impute, where the mask is concrete (a traced mask is checked
+    by whoever made it)."""
+    if not isinstance(mask, jax.core.Tracer):
+        _check_something_missing(mask, tuple(jnp.shape(x_known)))
 
 
 def conditional_impute(model_fn: Callable, schedule: Schedule, x_known, mask, key, *, sampler: str = "ddpm",

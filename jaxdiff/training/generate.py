@@ -151,11 +151,10 @@ def generate_imputed(config, model, schedule, params, x_known, mask, *, sampler:
     (``imputation.conditional``) samples once with the observed values as input
     (:func:`jaxdiff.imputation.conditional_impute`; ``resample`` and ``jump_length`` unused), any other model
     by replacement + RePaint (:func:`jaxdiff.imputation.impute`)."""
-    from jaxdiff.imputation import check_mask, check_missing, conditional_impute, impute
+    from jaxdiff.imputation import check_missing, conditional_impute, impute
 
     x_known = np.asarray(x_known, np.float32)
-    check_mask(x_known, mask)
-    check_missing(mask, x_known.shape)
+    check_missing(mask, x_known.shape)  # the mask's shape, and something to impute in every example
     if labels is not None and not config.model.num_classes:
         raise ValueError("labels need a class-conditional model (model.num_classes)")
     conditional = conditional_imputation(config)
