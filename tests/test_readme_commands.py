@@ -128,6 +128,32 @@ def test_the_readme_has_the_commands_this_file_runs():
         assert "--config ..." not in c, f"placeholder config in README command: {c}"
 
 
+PRODUCERS = ("experiments.train", "experiments.train_classifier", "experiments.distill", "experiments.reflow",
+             "experiments.posthoc_ema")  # the drivers that write a workdir
+
+
+def test_every_workdir_a_readme_command_reads_is_written_by_an_earlier_one():
+    """The slow test runs the README's commands in order: a command that reads a workdir (sample, evaluate,
+    forecast, a distillation's teacher) must find it written by a command above it (or be a line the slow test
+    skips). Checked here without running anything, so that a README edit cannot break the slow test unseen."""
+    written, missing = set(), []
+    for cmd in readme_commands():
+        for argv in smoke_argv(cmd, "T", "D") or []:
+            module, args = argv[0], argv[1:]
+            pairs = dict(zip(args[::2], args[1::2]))
+            reads = [v for k, v in pairs.items() if k in ("--workdir", "--classifier_workdir", "--teacher")]
+            if module in PRODUCERS:
+                reads = [v for k, v in pairs.items() if k in ("--teacher", "--classifier_workdir")]
+            for w in reads:
+                if not any(w == p or w.startswith(p + "/") for p in written):
+                    missing.append(f"{cmd}  (reads {w})")
+            if module in PRODUCERS and "--workdir" in pairs:
+                written.add(pairs["--workdir"])
+            if module == "experiments.posthoc_ema":
+                written.add(pairs["--workdir"] + "/posthoc_ema")
+    assert not missing, "README commands that read a workdir no command above them writes:\n" + "\n".join(missing)
+
+
 DEFAULT = ("experiments/configs/digits_ddpm.py --workdir runs/digits",  # the main job
            "experiments.sample --workdir runs/digits --sampler dpmpp_2m",
            "--config.parallel.mode=mesh")
