@@ -140,17 +140,14 @@ def test_every_workdir_a_readme_command_reads_is_written_by_an_earlier_one():
     for cmd in readme_commands():
         for argv in smoke_argv(cmd, "T", "D") or []:
             module, args = argv[0], argv[1:]
-            pairs = dict(zip(args[::2], args[1::2]))
-            reads = [v for k, v in pairs.items() if k in ("--workdir", "--classifier_workdir", "--teacher")]
-            if module in PRODUCERS:
-                reads = [v for k, v in pairs.items() if k in ("--teacher", "--classifier_workdir")]
-            for w in reads:
-                if not any(w == p or w.startswith(p + "/") for p in written):
+            values = {k: v for k, v in zip(args, args[1:]) if k.startswith("--")}  # "--flag value" pairs
+            produces = module in PRODUCERS
+            read_flags = ("--teacher", "--classifier_workdir") + (() if produces else ("--workdir",))
+            for w in [values[k] for k in read_flags if k in values]:
+                if not any(w == p or w.startswith(p + "/") for p in written):  # or a folder inside it
                     missing.append(f"{cmd}  (reads {w})")
-            if module in PRODUCERS and "--workdir" in pairs:
-                written.add(pairs["--workdir"])
-            if module == "experiments.posthoc_ema":
-                written.add(pairs["--workdir"] + "/posthoc_ema")
+            if produces and "--workdir" in values:
+                written.add(values["--workdir"])
     assert not missing, "README commands that read a workdir no command above them writes:\n" + "\n".join(missing)
 
 

@@ -53,8 +53,8 @@ def train_classifier(x, y, *, steps: int = 1500, batch: int = 128, seed: int = 0
         u, opt = tx.update(g, opt, params)
         return optax.apply_updates(params, u), opt
 
-    # Compiled at XLA's full backend optimisation whatever XLA_FLAGS says: 1500 steps of this CNN run ~12x
-    # slower when LLVM runs at -O0 (as the test suite sets for its many short programs).
+    # Compiled at XLA's full backend optimisation whatever XLA_FLAGS says (the test suite lowers it for its
+    # many short programs): 200 steps of this CNN took 58 s at LLVM -O0, 4.7 s at -O1, 2.3 s at -O3.
     compiled = step.lower(params, opt, jnp.int32(0)).compile(OPTIMIZED)
     for i in range(steps):
         params, opt = compiled(params, opt, jnp.int32(i))
