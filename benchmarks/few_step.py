@@ -10,6 +10,13 @@ Writes ``benchmarks/results/few_step.md`` and ``.json``.
     python -m experiments.train --config experiments/configs/digits_ict.py --workdir runs/digits_ict
     python benchmarks/few_step.py --teacher runs/digits_v --rounds runs/digits_v_distill --seeds 1,2,3 \
         --ict runs/digits_ict
+
+Consistency distillation has its own teacher (the EDM digits model); its rows, beside that teacher's Heun
+sampler and the training-free samplers on it, come from a run without --rounds:
+
+    python -m experiments.train --config experiments/configs/digits_edm.py --workdir runs/digits_edm
+    python -m experiments.train --config experiments/configs/digits_cd.py --workdir runs/digits_cd
+    python benchmarks/few_step.py --teacher runs/digits_edm --cd runs/digits_cd --out benchmarks/results/few_step_cd
 """
 
 from __future__ import annotations
@@ -39,8 +46,9 @@ def round_cost(workdir: str) -> dict:
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--teacher", required=True)
-    ap.add_argument("--rounds", required=True, help="experiments.distill's --workdir (round_<N> inside)")
+    ap.add_argument("--rounds", default=None, help="experiments.distill's --workdir (round_<N> inside)")
     ap.add_argument("--ict", default=None, help="an iCT workdir (digits_ict.py): rows at NFE 1, 2, 4")
+    ap.add_argument("--cd", default=None, help="a consistency-distillation workdir (digits_cd.py): rows at NFE 1, 2, 4")
     ap.add_argument("--seeds", default="1,2,3")
     ap.add_argument("--free", default="ddim,dpmpp_2m,unipc", help="training-free samplers tried on the teacher")
     ap.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results", "few_step"))
@@ -51,9 +59,11 @@ def main():
     from jaxdiff.evaluation.workdir import evaluate
 
     seeds = [int(s) for s in args.seeds.split(",")]
-    command = f"python benchmarks/few_step.py --teacher {args.teacher} --rounds {args.rounds} --seeds {args.seeds}" + \
-        (f" --ict {args.ict}" if args.ict else "") + \
-        (f" --free {args.free}" if args.free != ap.get_default("free") else "")
+    command = f"python benchmarks/few_step.py --teacher {args.teacher}" + \
+        (f" --rounds {args.rounds}" if args.rounds else "") + f" --seeds {args.seeds}" + \
+        "".join(f" --{k} {getattr(args, k)}" for k in ("ict", "cd") if getattr(args, k)) + \
+        (f" --free {args.free}" if args.free != ap.get_default("free") else "") + \
+        (f" --out {os.path.relpath(args.out)}" if args.out != ap.get_default("out") else "")
     out = {"command": command, **stamp(), "rows": []}
 
     def row(label, wd, sampler, nfe, options, cost=None):
@@ -70,14 +80,15 @@ def main():
         free = [(s, o) for s, o in FREE if s in args.free.split(",")]
         best = min((row("teacher", args.teacher, s, nfe, o) for s, o in free), key=lambda r: r["fd"])
         best["best_free"] = True
-        wd = os.path.join(args.rounds, f"round_{nfe:04d}")
-        if os.path.isdir(os.path.join(wd, "checkpoints")):
+        wd = os.path.join(args.rounds, f"round_{nfe:04d}") if args.rounds else None
+        if wd and os.path.isdir(os.path.join(wd, "checkpoints")):
             row(f"student ({nfe} steps)", wd, "ddim", nfe, {"spacing": "trailing"}, round_cost(wd))
-    if args.ict:
-        cost = round_cost(args.ict)
-        for nfe in (1, 2, 4):
-            row("iCT (consistency training)", args.ict, "consistency", nfe, {}, cost)
-    rounds = sorted(glob.glob(os.path.join(args.rounds, "round_*")), reverse=True)
+    consistency = {"iCT (consistency training)": args.ict, "CD (consistency distillation)": args.cd}
+    for label, wd in consistency.items():
+        if wd:
+            for nfe in (1, 2, 4):
+                row(label, wd, "consistency", nfe, {}, round_cost(wd))
+    rounds = sorted(glob.glob(os.path.join(args.rounds, "round_*")), reverse=True) if args.rounds else []
     out["rounds"] = {os.path.basename(r): round_cost(r) for r in rounds}
     with open(args.out + ".json", "w") as f:
         json.dump(out, f, indent=2)
@@ -85,9 +96,11 @@ def main():
     lines = ["# Few-step generation on the digits", "", stamp_line(command), "", floor_line(out["rows"][0]), "",
              f"Each row: the mean over sampling seeds {seeds} (1000 samples each, clip_x0 = 1); the interval is the "
              "mean of the seeds' bootstrap 95% intervals. Teacher rows at NFE 1-8: every training-free sampler "
-             "tried (--free), the best marked. Rounds: " + ", ".join(f"{k} {v['steps']} steps in {v['seconds']:.0f} s"
-                                                          for k, v in out["rounds"].items())
-             + f" ({total / 60:.0f} min in all on this machine).", "",
+             "tried (--free), the best marked." + (" Rounds: " + ", ".join(
+                 f"{k} {v['steps']} steps in {v['seconds']:.0f} s" for k, v in out["rounds"].items())
+                 + f" ({total / 60:.0f} min in all on this machine)." if rounds else "")
+             + "".join(f" {label}: {c['steps']} steps in {c['seconds'] / 60:.0f} min on this machine." for label, wd
+                       in consistency.items() if wd for c in [round_cost(wd)]), "",
              "| model | sampler | NFE | FD [95% interval] | FD / floor | confident (p >= 0.9) "
              "| class balance (chi^2 p) | FD / floor per seed |", "|---|---|---|---|---|---|---|---|"]
     for r in out["rows"]:
