@@ -2,8 +2,11 @@
 process, measured one after the other in one run (compare the ratios: these machines are shared and noisy).
 
     python benchmarks/cpu_flags.py        # writes benchmarks/results/cpu_flags.md
+    python benchmarks/cpu_flags.py --settings default,no_eigen --repeats 3 --out benchmarks/results/cpu_flags_repeats
 
-A setting is an ``XLA_FLAGS`` string (plus ``taskset`` CPU pinning where named).
+A setting is an ``XLA_FLAGS`` string (plus ``taskset`` CPU pinning where named). With ``--repeats R`` the
+settings alternate R times (default, no_eigen, default, no_eigen, ...) so that a change in the machine's load
+falls on all of them; the table gives each run and the median.
 """
 
 from __future__ import annotations
@@ -12,14 +15,14 @@ import json
 import os
 import subprocess
 import sys
-import time
 
-SETTINGS = (
-    ("default", "", None),
-    ("no Eigen multithreading", "--xla_cpu_multi_thread_eigen=false", None),
-    ("pinned to one core", "", "0"),
-    ("pinned, no Eigen multithreading", "--xla_cpu_multi_thread_eigen=false", "0"),
-)
+SETTINGS = {  # key: (label, XLA_FLAGS, taskset CPUs)
+    # XLA's default, named explicitly (an XLA_FLAGS in the caller's environment does not reach the workers)
+    "default": ("XLA default (Eigen thread pool)", "--xla_cpu_multi_thread_eigen=true", None),
+    "no_eigen": ("no Eigen multithreading", "--xla_cpu_multi_thread_eigen=false", None),
+    "pinned": ("pinned to one core", "--xla_cpu_multi_thread_eigen=true", "0"),
+    "pinned_no_eigen": ("pinned, no Eigen multithreading", "--xla_cpu_multi_thread_eigen=false", "0"),
+}
 
 WORKER = r"""
 import json, sys, time
@@ -54,31 +57,55 @@ print(json.dumps({"steps_per_s": n / wall, "compile_s": compile_s, "cpu_per_wall
 
 
 def main():
+    import argparse
+    import statistics
+
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--settings", default=",".join(SETTINGS), help=f"comma-separated keys of {list(SETTINGS)}")
+    ap.add_argument("--repeats", type=int, default=1)
+    ap.add_argument("--out", default=None, help="output path without extension (default results/cpu_flags)")
+    args = ap.parse_args()
+    keys = args.settings.split(",")
+    unknown = [k for k in keys if k not in SETTINGS]
+    if unknown:
+        raise SystemExit(f"unknown settings {unknown}; allowed: {list(SETTINGS)}")
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     from stamp import stamp_line, write_markdown
 
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    out_path = args.out or os.path.join(root, "benchmarks", "results", "cpu_flags")
     data_dir = os.environ.get("JAXDIFF_DATA_DIR", os.path.expanduser("~/jaxdiff_data"))
     n = int(os.environ.get("STEPS", "300"))
-    rows = []
-    for label, flags, cpus in SETTINGS:
-        env = dict(os.environ, XLA_FLAGS=flags, JAX_PLATFORMS="cpu")
-        cmd = ([] if cpus is None else ["taskset", "-c", cpus]) + [sys.executable, "-c", WORKER, data_dir, str(n)]
-        t0 = time.time()
-        out = subprocess.run(cmd, env=env, cwd=root, capture_output=True, text=True, check=True)
-        r = json.loads(out.stdout.strip().splitlines()[-1])
-        rows.append({"setting": label, "xla_flags": flags, "taskset": cpus, "seconds": time.time() - t0, **r})
-        print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
-    base = rows[0]["steps_per_s"]
-    lines = ["# XLA:CPU settings for the main job's train step", "", stamp_line("python benchmarks/cpu_flags.py"),
-             "", f"{n} timed steps after 20 warm-up steps, batch 64, each setting in a fresh process.", "",
-             "| setting | XLA_FLAGS | steps/s | vs default | CPU time / wall time | compile s |",
-             "|---|---|---|---|---|---|"]
-    for r in rows:
-        pin = f" (taskset -c {r['taskset']})" if r["taskset"] else ""
-        lines.append(f"| {r['setting']} | `{r['xla_flags'] or '-'}`{pin} | {r['steps_per_s']:.2f} | "
-                     f"{r['steps_per_s'] / base:.2f} | {r['cpu_per_wall']:.2f} | {r['compile_s']:.1f} |")
-    write_markdown(os.path.join(root, "benchmarks", "results", "cpu_flags.md"), lines)
+    runs = {k: [] for k in keys}
+    for _ in range(args.repeats):
+        for k in keys:
+            label, flags, cpus = SETTINGS[k]
+            env = dict(os.environ, XLA_FLAGS=flags, JAX_PLATFORMS="cpu")
+            cmd = ([] if cpus is None else ["taskset", "-c", cpus]) + [sys.executable, "-c", WORKER, data_dir, str(n)]
+            out = subprocess.run(cmd, env=env, cwd=root, capture_output=True, text=True, check=True)
+            runs[k].append(json.loads(out.stdout.strip().splitlines()[-1]))
+            print(k, json.dumps(runs[k][-1]), file=sys.stderr, flush=True)
+    med = {k: {f: statistics.median(r[f] for r in runs[k]) for f in runs[k][0]} for k in keys}
+    base = med[keys[0]]["steps_per_s"]
+    command = "python benchmarks/cpu_flags.py" + "".join(
+        f" --{a} {getattr(args, a)}" for a in ("settings", "repeats", "out")
+        if getattr(args, a) != ap.get_default(a)).replace(root + os.sep, "")
+    lines = ["# XLA:CPU settings for the main job's train step", "", stamp_line(command), "",
+             f"{n} timed steps after 20 warm-up steps, batch 64, each run in a fresh process; "
+             f"{args.repeats} run(s) per setting, the settings alternating; medians (each run's steps/s in the "
+             f"last column).", "",
+             f"| setting | XLA_FLAGS | steps/s | vs {keys[0]} | CPU time / wall time | compile s | steps/s per run |",
+             "|---|---|---|---|---|---|---|"]
+    for k in keys:
+        label, flags, cpus = SETTINGS[k]
+        m = med[k]
+        pin = f" (taskset -c {cpus})" if cpus else ""
+        per = " / ".join(f"{r['steps_per_s']:.2f}" for r in runs[k])
+        lines.append(f"| {label} | `{flags or '-'}`{pin} | {m['steps_per_s']:.2f} | {m['steps_per_s'] / base:.2f} | "
+                     f"{m['cpu_per_wall']:.2f} | {m['compile_s']:.1f} | {per} |")
+    with open(out_path + ".json", "w") as f:
+        json.dump({"command": command, "runs": runs}, f, indent=2)
+    write_markdown(out_path + ".md", lines)
 
 
 if __name__ == "__main__":
