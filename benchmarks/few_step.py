@@ -11,8 +11,8 @@ Writes ``benchmarks/results/few_step.md`` and ``.json``.
     python benchmarks/few_step.py --teacher runs/digits_v --rounds runs/digits_v_distill --seeds 1,2,3 \
         --ict runs/digits_ict
 
-Consistency distillation has its own teacher (the EDM digits model); its rows, beside that teacher's Heun
-sampler and the training-free samplers on it, come from a run without --rounds:
+Consistency distillation has its own teacher (the EDM digits model); its rows, beside that teacher at 20 NFE
+(DPM-Solver++(2M)) and the training-free samplers on it, come from a run without --rounds:
 
     python -m experiments.train --config experiments/configs/digits_edm.py --workdir runs/digits_edm
     python -m experiments.train --config experiments/configs/digits_cd.py --workdir runs/digits_cd
@@ -83,11 +83,11 @@ def main():
         wd = os.path.join(args.rounds, f"round_{nfe:04d}") if args.rounds else None
         if wd and os.path.isdir(os.path.join(wd, "checkpoints")):
             row(f"student ({nfe} steps)", wd, "ddim", nfe, {"spacing": "trailing"}, round_cost(wd))
-    consistency = {"iCT (consistency training)": args.ict, "CD (consistency distillation)": args.cd}
-    for label, wd in consistency.items():
-        if wd:
-            for nfe in (1, 2, 4):
-                row(label, wd, "consistency", nfe, {}, round_cost(wd))
+    consistency = {label: (wd, round_cost(wd)) for label, wd in
+                   (("iCT (consistency training)", args.ict), ("CD (consistency distillation)", args.cd)) if wd}
+    for label, (wd, cost) in consistency.items():
+        for nfe in (1, 2, 4):
+            row(label, wd, "consistency", nfe, {}, cost)
     rounds = sorted(glob.glob(os.path.join(args.rounds, "round_*")), reverse=True) if args.rounds else []
     out["rounds"] = {os.path.basename(r): round_cost(r) for r in rounds}
     with open(args.out + ".json", "w") as f:
@@ -99,8 +99,8 @@ def main():
              "tried (--free), the best marked." + (" Rounds: " + ", ".join(
                  f"{k} {v['steps']} steps in {v['seconds']:.0f} s" for k, v in out["rounds"].items())
                  + f" ({total / 60:.0f} min in all on this machine)." if rounds else "")
-             + "".join(f" {label}: {c['steps']} steps in {c['seconds'] / 60:.0f} min on this machine." for label, wd
-                       in consistency.items() if wd for c in [round_cost(wd)]), "",
+             + "".join(f" {label}: {c['steps']} steps in {c['seconds'] / 60:.0f} min on this machine."
+                       for label, (_, c) in consistency.items()), "",
              "| model | sampler | NFE | FD [95% interval] | FD / floor | confident (p >= 0.9) "
              "| class balance (chi^2 p) | FD / floor per seed |", "|---|---|---|---|---|---|---|---|"]
     for r in out["rows"]:
