@@ -1,5 +1,5 @@
-"""Steps/s of the main job's train step (digits DDPM, batch 64) under XLA:CPU settings, each in a fresh
-process, measured one after the other in one run (compare the ratios: these machines are shared and noisy).
+"""Steps/s of the main job's train step (digits DDPM, batch 64) under XLA:CPU settings and network sizes, each
+in a fresh process, measured one after the other in one run (compare the ratios: these machines are shared and noisy).
 
     python benchmarks/cpu_flags.py        # writes benchmarks/results/cpu_flags.md
     python benchmarks/cpu_flags.py --settings default,no_eigen --repeats 3 --out benchmarks/results/cpu_flags_repeats
@@ -16,12 +16,17 @@ import os
 import subprocess
 import sys
 
-SETTINGS = {  # key: (label, XLA_FLAGS, taskset CPUs)
+DEFAULT_FLAGS = "--xla_cpu_multi_thread_eigen=true"
+SETTINGS = {  # key: (label, XLA_FLAGS, taskset CPUs, model overrides of the digits_ddpm config)
     # XLA's default, named explicitly (an XLA_FLAGS in the caller's environment does not reach the workers)
-    "default": ("XLA default (Eigen thread pool)", "--xla_cpu_multi_thread_eigen=true", None),
-    "no_eigen": ("no Eigen multithreading", "--xla_cpu_multi_thread_eigen=false", None),
-    "pinned": ("pinned to one core", "--xla_cpu_multi_thread_eigen=true", "0"),
-    "pinned_no_eigen": ("pinned, no Eigen multithreading", "--xla_cpu_multi_thread_eigen=false", "0"),
+    "default": ("XLA default (Eigen thread pool)", DEFAULT_FLAGS, None, {}),
+    "no_eigen": ("no Eigen multithreading", "--xla_cpu_multi_thread_eigen=false", None, {}),
+    "pinned": ("pinned to one core", DEFAULT_FLAGS, "0", {}),
+    "pinned_no_eigen": ("pinned, no Eigen multithreading", "--xla_cpu_multi_thread_eigen=false", "0", {}),
+    # smaller networks under XLA's default flags (the issue allows them if the quality holds)
+    "base24": ("base channels 24", DEFAULT_FLAGS, None, {"base_channels": 24}),
+    "base16": ("base channels 16", DEFAULT_FLAGS, None, {"base_channels": 16}),
+    "res1": ("one res block per level", DEFAULT_FLAGS, None, {"num_res_blocks": 1}),
 }
 
 WORKER = r"""
@@ -33,6 +38,8 @@ from jaxdiff.training.step import make_train_step
 from jaxdiff.training.tasks import get_task, state_template
 c = get_config()
 c.data.data_dir = sys.argv[1]
+for k, v in json.loads(sys.argv[3]).items():
+    setattr(c.model, k, v)
 task = get_task(c)
 model = task.model(c)
 pipe = task.data(c)
@@ -79,9 +86,10 @@ def main():
     runs = {k: [] for k in keys}
     for _ in range(args.repeats):
         for k in keys:
-            label, flags, cpus = SETTINGS[k]
+            label, flags, cpus, model = SETTINGS[k]
             env = dict(os.environ, XLA_FLAGS=flags, JAX_PLATFORMS="cpu")
-            cmd = ([] if cpus is None else ["taskset", "-c", cpus]) + [sys.executable, "-c", WORKER, data_dir, str(n)]
+            cmd = ([] if cpus is None else ["taskset", "-c", cpus]) + [sys.executable, "-c", WORKER, data_dir, str(n),
+                                                            json.dumps(model)]
             out = subprocess.run(cmd, env=env, cwd=root, capture_output=True, text=True, check=True)
             runs[k].append(json.loads(out.stdout.strip().splitlines()[-1]))
             print(k, json.dumps(runs[k][-1]), file=sys.stderr, flush=True)
@@ -97,9 +105,10 @@ def main():
              f"| setting | XLA_FLAGS | steps/s | vs {keys[0]} | CPU time / wall time | compile s | steps/s per run |",
              "|---|---|---|---|---|---|---|"]
     for k in keys:
-        label, flags, cpus = SETTINGS[k]
+        label, flags, cpus, model = SETTINGS[k]
         m = med[k]
         pin = f" (taskset -c {cpus})" if cpus else ""
+        pin += "".join(f"; model.{a}={v}" for a, v in model.items())
         per = " / ".join(f"{r['steps_per_s']:.2f}" for r in runs[k])
         lines.append(f"| {label} | `{flags or '-'}`{pin} | {m['steps_per_s']:.2f} | {m['steps_per_s'] / base:.2f} | "
                      f"{m['cpu_per_wall']:.2f} | {m['compile_s']:.1f} | {per} |")

@@ -17,6 +17,10 @@ Consistency distillation has its own teacher (the EDM digits model); its rows, b
     python -m experiments.train --config experiments/configs/digits_edm.py --workdir runs/digits_edm
     python -m experiments.train --config experiments/configs/digits_cd.py --workdir runs/digits_cd
     python benchmarks/few_step.py --teacher runs/digits_edm --cd runs/digits_cd --out benchmarks/results/few_step_cd
+
+``--search`` adds consistency rows at NFE 2, 3, 4 whose re-noising levels (the sampler's ``sigmas``) are chosen
+one at a time by FD on a sampling seed the reported rows do not use (``--search_seed``, default 0), as Song et al.
+(2023) and iCT chose their multistep times.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 NFES = (1, 2, 4, 8)
+SIGMA_CANDIDATES = (0.1, 0.2, 0.4, 0.7, 1.0, 1.5, 2.5, 4.0, 8.0)  # re-noising levels tried by --search
 FREE = (("ddim", {"spacing": "trailing"}), ("dpmpp_2m", {"spacing": "trailing"}),
         ("unipc", {"spacing": "trailing", "order": 2}))
 
@@ -50,6 +55,10 @@ def main():
     ap.add_argument("--ict", default=None, help="an iCT workdir (digits_ict.py): rows at NFE 1, 2, 4")
     ap.add_argument("--cd", default=None, help="a consistency-distillation workdir (digits_cd.py): rows at NFE 1, 2, 4")
     ap.add_argument("--seeds", default="1,2,3")
+    ap.add_argument("--search", action="store_true",
+                    help="consistency rows also at re-noising levels searched greedily on --search_seed (as the "
+                         "consistency papers choose them by FID): one level at a time over SIGMA_CANDIDATES")
+    ap.add_argument("--search_seed", type=int, default=0, help="the sampling seed of the search (not in --seeds)")
     ap.add_argument("--free", default="ddim,dpmpp_2m,unipc", help="training-free samplers tried on the teacher")
     ap.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results", "few_step"))
     args = ap.parse_args()
@@ -59,9 +68,13 @@ def main():
     from jaxdiff.evaluation.workdir import evaluate
 
     seeds = [int(s) for s in args.seeds.split(",")]
+    if args.search and args.search_seed in seeds:
+        raise SystemExit(f"--search_seed {args.search_seed} is one of --seeds {seeds}: the levels must be chosen on "
+                         "samples that the reported rows do not use")
     command = f"python benchmarks/few_step.py --teacher {args.teacher}" + \
         (f" --rounds {args.rounds}" if args.rounds else "") + f" --seeds {args.seeds}" + \
         "".join(f" --{k} {getattr(args, k)}" for k in ("ict", "cd") if getattr(args, k)) + \
+        (f" --search --search_seed {args.search_seed}" if args.search else "") + \
         (f" --free {args.free}" if args.free != ap.get_default("free") else "") + \
         (f" --out {os.path.relpath(args.out)}" if args.out != ap.get_default("out") else "")
     out = {"command": command, **stamp(), "rows": []}
@@ -88,6 +101,17 @@ def main():
     for label, (wd, cost) in consistency.items():
         for nfe in (1, 2, 4):
             row(label, wd, "consistency", nfe, {}, cost)
+        if args.search:
+            chosen, trace = [], []
+            for _ in range(3):  # levels 1..3: rows at NFE 2, 3, 4
+                cands = [v for v in SIGMA_CANDIDATES if not chosen or v < chosen[-1]]
+                fds = {v: evaluate(wd, sampler="consistency", num_steps=len(chosen) + 2, vlb=False, ode=False,
+                                   clip_x0=1.0, options={"sigmas": chosen + [v]}, seed=args.search_seed)["fd"]
+                       for v in cands}
+                trace.append({"fixed": list(chosen), "fd": {str(v): f for v, f in fds.items()}})
+                chosen.append(min(fds, key=fds.get))
+                r = row(label, wd, "consistency", len(chosen) + 1, {"sigmas": list(chosen)}, cost)
+                r["search"] = trace[-1]
     rounds = sorted(glob.glob(os.path.join(args.rounds, "round_*")), reverse=True) if args.rounds else []
     out["rounds"] = {os.path.basename(r): round_cost(r) for r in rounds}
     with open(args.out + ".json", "w") as f:
@@ -100,11 +124,16 @@ def main():
                  f"{k} {v['steps']} steps in {v['seconds']:.0f} s" for k, v in out["rounds"].items())
                  + f" ({total / 60:.0f} min in all on this machine)." if rounds else "")
              + "".join(f" {label}: {c['steps']} steps in {c['seconds'] / 60:.0f} min on this machine."
-                       for label, (_, c) in consistency.items()), "",
+                       for label, (_, c) in consistency.items())
+             + (f" Searched levels: each chosen in turn (the earlier ones fixed) as the lowest FD over "
+                f"{list(SIGMA_CANDIDATES)} on sampling seed {args.search_seed}, which no row uses; plain consistency "
+                "rows re-noise to the uniform grid's levels." if args.search else ""), "",
              "| model | sampler | NFE | FD [95% interval] | FD / floor | confident (p >= 0.9) "
              "| class balance (chi^2 p) | FD / floor per seed |", "|---|---|---|---|---|---|---|---|"]
     for r in out["rows"]:
         name = r["sampler"] + (" (best training-free)" if r.get("best_free") else "")
+        if r["options"].get("sigmas"):
+            name += f", re-noised to sigma {' / '.join(f'{v:g}' for v in r['options']['sigmas'])} (searched)"
         per = " / ".join(f"{p['fd_ratio']:.2f}" for p in r["per_seed"])
         lines.append(f"| {r['model']} | {name} | {r['nfe']} | {quality_cells(r)} | {per} |")
     write_markdown(args.out + ".md", lines)

@@ -117,6 +117,34 @@ def test_sampler_in_jaxdiff_samplers_on_the_edm_schedule(x64):
         assert abs(float(x.std()) - math.sqrt(S**2 + SMIN**2)) < 5 * S / math.sqrt(2 * len(x))
 
 
+def test_sampler_renoises_to_given_sigmas(x64):
+    """``sigmas=`` re-noises to exactly those levels (the grid maps back to them on EDM's and on a VP schedule,
+    where the level is sigma / alpha); the sample of the exact model keeps N(MU, S^2 + sigma_min^2), equals the
+    run on the explicit grid, NFE = 1 + len(sigmas); bad levels are named before compiling."""
+    from jaxdiff import samplers, schedules
+    from jaxdiff.samplers.consistency import renoise_grid
+
+    sched = schedules.get_schedule("edm")
+    ts = renoise_grid(sched, [2.5, 0.8])
+    np.testing.assert_allclose(np.asarray(sched.sigma(ts[1:3])), [2.5, 0.8], rtol=1e-6)
+    assert float(ts[0]) == 1.0 and float(sched.sigma(ts[-1])) == pytest.approx(SMIN)
+    vp = schedules.get_schedule("cosine")
+    tv = renoise_grid(vp, [3.0, 0.5])
+    np.testing.assert_allclose(np.asarray(vp.sigma(tv[1:3]) / vp.alpha(tv[1:3])), [3.0, 0.5], rtol=1e-4)
+    model_fn = lambda x, t, cond=None: exact_f(x, sched.sigma(t))
+    x_T = samplers.prior_sample(sched, jax.random.key(7), (200_000, 1), jnp.float64)
+    x = samplers.sample("consistency", model_fn, sched, x_T, jax.random.key(8), sigmas=[2.5, 0.8], prediction="x0")
+    ref = samplers.sample("consistency", model_fn, sched, x_T, jax.random.key(8), ts=ts, prediction="x0")
+    np.testing.assert_allclose(np.asarray(x), np.asarray(ref), rtol=1e-6, atol=1e-9)
+    assert samplers.nfe("consistency", sched, sigmas=[2.5, 0.8]) == 3
+    assert abs(float(x.std()) - math.sqrt(S**2 + SMIN**2)) < 5 * S / math.sqrt(2 * len(x))
+    for bad in ([0.8, 2.5], [100.0], [0.001], []):
+        with pytest.raises(ValueError, match="decreasing sequence of noise levels"):
+            renoise_grid(sched, bad)
+    with pytest.raises(ValueError, match="not both"):
+        samplers.sample("consistency", model_fn, sched, x_T, None, sigmas=[1.0], ts=ts, prediction="x0")
+
+
 def test_preconditioned_consistency_meets_the_boundary():
     from jaxdiff import schedules
     from jaxdiff.models.precond import Preconditioned

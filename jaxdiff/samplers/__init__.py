@@ -81,6 +81,8 @@ def nfe(name: str, schedule, *, num_steps: int | None = None, ts=None, order: in
     if name == "ode":
         raise ValueError("the adaptive ode sampler's NFE depends on the solve: use sample_ode(..., return_nfe=True)")
     tail = int(step_to_zero and name in ("euler", "heun") and not zero_noise_at_zero(schedule))
+    if name == "consistency" and grid_options.get("sigmas") is not None:
+        return 1 + int(jnp.asarray(grid_options["sigmas"]).reshape(-1).shape[0])  # t_max, then each level
     if ts is None:
         num_steps = num_steps - tail if num_steps is not None else None
         spacing = grid_options.pop("spacing", DEFAULT_SPACING.get(name, "uniform"))
