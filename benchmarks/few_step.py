@@ -59,7 +59,8 @@ def main():
                     help="consistency rows also at re-noising levels searched greedily on --search_seed (as the "
                          "consistency papers choose them by FID): one level at a time over SIGMA_CANDIDATES")
     ap.add_argument("--search_seed", type=int, default=0, help="the sampling seed of the search (not in --seeds)")
-    ap.add_argument("--free", default="ddim,dpmpp_2m,unipc", help="training-free samplers tried on the teacher")
+    ap.add_argument("--free", default="ddim,dpmpp_2m,unipc",
+                    help="training-free samplers tried on the teacher ('none': only its 20-NFE row)")
     ap.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results", "few_step"))
     args = ap.parse_args()
     from recipes import mean_over_seeds
@@ -68,6 +69,9 @@ def main():
     from jaxdiff.evaluation.workdir import evaluate
 
     seeds = [int(s) for s in args.seeds.split(",")]
+    unknown = [f for f in args.free.split(",") if f not in [n for n, _ in FREE]]
+    if unknown and args.free != "none":
+        raise SystemExit(f"--free {args.free}: unknown {unknown}; allowed: {[n for n, _ in FREE]} or 'none'")
     if args.search and args.search_seed in seeds:
         raise SystemExit(f"--search_seed {args.search_seed} is one of --seeds {seeds}: the levels must be chosen on "
                          "samples that the reported rows do not use")
@@ -91,8 +95,9 @@ def main():
     row("teacher", args.teacher, "dpmpp_2m", 20, {})
     for nfe in NFES:
         free = [(s, o) for s, o in FREE if s in args.free.split(",")]
-        best = min((row("teacher", args.teacher, s, nfe, o) for s, o in free), key=lambda r: r["fd"])
-        best["best_free"] = True
+        if free:
+            best = min((row("teacher", args.teacher, s, nfe, o) for s, o in free), key=lambda r: r["fd"])
+            best["best_free"] = True
         wd = os.path.join(args.rounds, f"round_{nfe:04d}") if args.rounds else None
         if wd and os.path.isdir(os.path.join(wd, "checkpoints")):
             row(f"student ({nfe} steps)", wd, "ddim", nfe, {"spacing": "trailing"}, round_cost(wd))
@@ -119,8 +124,8 @@ def main():
     total = sum(c["seconds"] for c in out["rounds"].values())
     lines = ["# Few-step generation on the digits", "", stamp_line(command), "", floor_line(out["rows"][0]), "",
              f"Each row: the mean over sampling seeds {seeds} (1000 samples each, clip_x0 = 1); the interval is the "
-             "mean of the seeds' bootstrap 95% intervals. Teacher rows at NFE 1-8: every training-free sampler "
-             "tried (--free), the best marked." + (" Rounds: " + ", ".join(
+             "mean of the seeds' bootstrap 95% intervals." + (" Teacher rows at NFE 1-8: every training-free sampler "
+             "tried (--free), the best marked." if args.free != "none" else "") + (" Rounds: " + ", ".join(
                  f"{k} {v['steps']} steps in {v['seconds']:.0f} s" for k, v in out["rounds"].items())
                  + f" ({total / 60:.0f} min in all on this machine)." if rounds else "")
              + "".join(f" {label}: {c['steps']} steps in {c['seconds'] / 60:.0f} min on this machine."
