@@ -18,9 +18,9 @@ Consistency distillation has its own teacher (the EDM digits model); its rows, b
     python -m experiments.train --config experiments/configs/digits_cd.py --workdir runs/digits_cd
     python benchmarks/few_step.py --teacher runs/digits_edm --cd runs/digits_cd --out benchmarks/results/few_step_cd
 
-``--search`` adds consistency rows at NFE 2, 3, 4 whose re-noising levels (the sampler's ``sigmas``) are chosen
-one at a time by FD on a sampling seed the reported rows do not use (``--search_seed``, default 0), as Song et al.
-(2023) and iCT chose their multistep times.
+``--search`` adds consistency rows at NFE 2 .. ``--search_levels`` + 1 whose re-noising levels (the sampler's
+``sigmas``) are chosen one at a time by FD on a sampling seed the reported rows do not use (``--search_seed``,
+default 0), as Song et al. (2023) and iCT chose their multistep times.
 """
 
 from __future__ import annotations
@@ -58,6 +58,7 @@ def main():
     ap.add_argument("--search", action="store_true",
                     help="consistency rows also at re-noising levels searched greedily on --search_seed (as the "
                          "consistency papers choose them by FID): one level at a time over SIGMA_CANDIDATES")
+    ap.add_argument("--search_levels", type=int, default=1, help="levels searched: rows at NFE 2 .. levels + 1")
     ap.add_argument("--search_seed", type=int, default=0, help="the sampling seed of the search (not in --seeds)")
     ap.add_argument("--free", default="ddim,dpmpp_2m,unipc",
                     help="training-free samplers tried on the teacher ('none': only its 20-NFE row)")
@@ -78,7 +79,7 @@ def main():
     command = f"python benchmarks/few_step.py --teacher {args.teacher}" + \
         (f" --rounds {args.rounds}" if args.rounds else "") + f" --seeds {args.seeds}" + \
         "".join(f" --{k} {getattr(args, k)}" for k in ("ict", "cd") if getattr(args, k)) + \
-        (f" --search --search_seed {args.search_seed}" if args.search else "") + \
+        (f" --search --search_seed {args.search_seed} --search_levels {args.search_levels}" if args.search else "") + \
         (f" --free {args.free}" if args.free != ap.get_default("free") else "") + \
         (f" --out {os.path.relpath(args.out)}" if args.out != ap.get_default("out") else "")
     out = {"command": command, **stamp(), "rows": []}
@@ -108,15 +109,16 @@ def main():
             row(label, wd, "consistency", nfe, {}, cost)
         if args.search:
             chosen, trace = [], []
-            for _ in range(3):  # levels 1..3: rows at NFE 2, 3, 4
+            for _ in range(args.search_levels):  # level k: the row at NFE k + 1
                 cands = [v for v in SIGMA_CANDIDATES if not chosen or v < chosen[-1]]
+                if not cands:  # the lowest candidate already chosen
+                    break
                 fds = {v: evaluate(wd, sampler="consistency", num_steps=len(chosen) + 2, vlb=False, ode=False,
                                    clip_x0=1.0, options={"sigmas": chosen + [v]}, seed=args.search_seed)["fd"]
                        for v in cands}
                 trace.append({"fixed": list(chosen), "fd": {str(v): f for v, f in fds.items()}})
                 chosen.append(min(fds, key=fds.get))
-                r = row(label, wd, "consistency", len(chosen) + 1, {"sigmas": list(chosen)}, cost)
-                r["search"] = trace[-1]
+                row(label, wd, "consistency", len(chosen) + 1, {"sigmas": list(chosen)}, cost)["search"] = trace[-1]
     rounds = sorted(glob.glob(os.path.join(args.rounds, "round_*")), reverse=True) if args.rounds else []
     out["rounds"] = {os.path.basename(r): round_cost(r) for r in rounds}
     with open(args.out + ".json", "w") as f:
