@@ -67,6 +67,8 @@ def smoke_argv(cmd: str, tmp: str, data_dir: str) -> list[list[str]] | None:
             w = "4"  # distillation: rounds 2 -> 1
         elif prev == "--steps_per_round":
             w = "2"
+        elif w.startswith(("--config.train.num_steps=", "--config.optim.decay_steps=")):
+            continue  # a longer run's length: the smoke config keeps its own
         elif w.startswith("--config.parallel.fsdp="):
             w = "--config.parallel.fsdp=2"  # 8 simulated devices: data 4 x fsdp 2
         out.append(w)
