@@ -70,9 +70,10 @@ def main():
     from jaxdiff.evaluation.workdir import evaluate
 
     seeds = [int(s) for s in args.seeds.split(",")]
-    unknown = [f for f in args.free.split(",") if f not in [n for n, _ in FREE]]
+    names = [n for n, _ in FREE]
+    unknown = [f for f in args.free.split(",") if f not in names]
     if unknown and args.free != "none":
-        raise SystemExit(f"--free {args.free}: unknown {unknown}; allowed: {[n for n, _ in FREE]} or 'none'")
+        raise SystemExit(f"--free {args.free}: unknown {unknown}; allowed: {names} or 'none'")
     if args.search and args.search_seed in seeds:
         raise SystemExit(f"--search_seed {args.search_seed} is one of --seeds {seeds}: the levels must be chosen on "
                          "samples that the reported rows do not use")
@@ -108,7 +109,7 @@ def main():
         for nfe in (1, 2, 4):
             row(label, wd, "consistency", nfe, {}, cost)
         if args.search:
-            chosen, trace = [], []
+            chosen = []
             for _ in range(args.search_levels):  # level k: the row at NFE k + 1
                 cands = [v for v in SIGMA_CANDIDATES if not chosen or v < chosen[-1]]
                 if not cands:  # the lowest candidate already chosen
@@ -116,9 +117,9 @@ def main():
                 fds = {v: evaluate(wd, sampler="consistency", num_steps=len(chosen) + 2, vlb=False, ode=False,
                                    clip_x0=1.0, options={"sigmas": chosen + [v]}, seed=args.search_seed)["fd"]
                        for v in cands}
-                trace.append({"fixed": list(chosen), "fd": {str(v): f for v, f in fds.items()}})
+                search = {"fixed": list(chosen), "fd": {str(v): f for v, f in fds.items()}}
                 chosen.append(min(fds, key=fds.get))
-                row(label, wd, "consistency", len(chosen) + 1, {"sigmas": list(chosen)}, cost)["search"] = trace[-1]
+                row(label, wd, "consistency", len(chosen) + 1, {"sigmas": list(chosen)}, cost)["search"] = search
     rounds = sorted(glob.glob(os.path.join(args.rounds, "round_*")), reverse=True) if args.rounds else []
     out["rounds"] = {os.path.basename(r): round_cost(r) for r in rounds}
     with open(args.out + ".json", "w") as f:
