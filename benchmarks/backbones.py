@@ -28,13 +28,16 @@ def step_cost(config, reps: int) -> dict:
     import jax.numpy as jnp
     from stamp import median_time
 
-    from jaxdiff.training.build import build_loss, build_model, build_optimizer, build_schedule, example_input
-    from jaxdiff.training.step import make_train_step
-    from jaxdiff.training.tasks import DIFFUSION, state_template
+    from jaxdiff.training.build import build_model, build_optimizer, example_input
+    from jaxdiff.training.restore import state_template
+    from jaxdiff.training.step import batch_loss, make_train_step
+    from jaxdiff.training.tasks import DIFFUSION
+    from jaxdiff.training.tasks.diffusion import make_denoising_loss
 
     model, _ = build_model(config)
     state = state_template(config, DIFFUSION, model)
-    step = jax.jit(make_train_step(build_loss(config, model, build_schedule(config)), build_optimizer(config)))
+    tx = build_optimizer(config, state.params)
+    step = jax.jit(make_train_step(batch_loss(make_denoising_loss(config, model)), tx))
     b = config.optim.batch_size
     batch = {"x": jax.random.normal(jax.random.key(1), (b,) + example_input(config).shape[1:]), "index": jnp.arange(b)}
     cost = step.lower(state, batch).cost_analysis()

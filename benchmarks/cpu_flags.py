@@ -35,7 +35,8 @@ import jax, jax.numpy as jnp, numpy as np
 from experiments.configs.digits_ddpm import get_config
 from jaxdiff.training.build import build_optimizer
 from jaxdiff.training.step import make_train_step
-from jaxdiff.training.tasks import get_task, state_template
+from jaxdiff.training.restore import state_template
+from jaxdiff.training.tasks import get_task
 c = get_config()
 c.data.data_dir = sys.argv[1]
 for k, v in json.loads(sys.argv[3]).items():
@@ -44,9 +45,9 @@ task = get_task(c)
 model = task.model(c)
 pipe = task.data(c)
 prep = task.prepare(c)
-step = jax.jit(make_train_step(task.loss(c, model), build_optimizer(c), ema_decay=c.optim.ema_decay),
-               donate_argnums=(0,))
 state = state_template(c, task, model)
+step = jax.jit(make_train_step(task.loss(c, model, None), build_optimizer(c, state.params),
+                               ema_decay=c.optim.ema_decay), donate_argnums=(0,))
 t0 = time.time()
 state, m = step(state, prep(pipe.batch(0), 0)); jax.block_until_ready(m)
 compile_s = time.time() - t0

@@ -30,9 +30,9 @@ def bench(preset: str, batch: int, steps: int, remat: bool, dtype: str, param_dt
 
     from jaxdiff import losses, schedules
     from jaxdiff.models.dit import DiT, dit_config
-    from jaxdiff.training.build import model_fn_for
+    from jaxdiff.models.model_fn import model_fn_for
     from jaxdiff.training.state import create_train_state, make_optimizer, master_weights
-    from jaxdiff.training.step import make_train_step
+    from jaxdiff.training.step import batch_loss, make_train_step
 
     cfg = dit_config(preset, image_size=32, in_channels=4, num_classes=1000, learned_variance=False, remat=remat,
                      dtype=dtype, param_dtype=param_dtype)
@@ -45,7 +45,7 @@ def bench(preset: str, batch: int, steps: int, remat: bool, dtype: str, param_dt
     def apply_fn(p, x, t, cond, keys):
         return model_fn_for(model, p)(x, t, cond)
 
-    step = jax.jit(make_train_step(losses.make_loss(apply_fn, schedules.get_schedule("linear")), tx),
+    step = jax.jit(make_train_step(batch_loss(losses.make_loss(apply_fn, schedules.get_schedule("linear"))), tx),
                    donate_argnums=(0,))
     state = create_train_state(params, tx, 0)
     b = {"x": jax.random.normal(jax.random.key(1), (batch, 32, 32, 4)), "index": jnp.arange(batch),

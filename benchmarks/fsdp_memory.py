@@ -18,7 +18,8 @@ from experiments.configs import cifar10_ddpm, digits_ddpm  # noqa: E402
 from jaxdiff.models import count_params  # noqa: E402
 from jaxdiff.training import parallel  # noqa: E402
 from jaxdiff.training.build import build_model  # noqa: E402
-from jaxdiff.training.tasks import DIFFUSION, state_template  # noqa: E402
+from jaxdiff.training.restore import state_template
+from jaxdiff.training.tasks import DIFFUSION
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from stamp import stamp_line  # noqa: E402

@@ -19,7 +19,7 @@ from jaxdiff.evaluation.evaluate import label_accuracy
 from jaxdiff.evaluation.workdir import feature_net_name
 from jaxdiff.training.build import build_pipeline
 from jaxdiff.training.generate import inpaint_test_images
-from jaxdiff.training.tasks import restore_trained
+from jaxdiff.training.restore import restore_trained
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from stamp import stamp_line  # noqa: E402

@@ -21,24 +21,27 @@ from experiments.configs import digits32_autoencoder, digits32_ddpm, digits32_ld
 from jaxdiff import samplers
 from jaxdiff.latent import decode_after
 from jaxdiff.models.autoencoder import AutoencoderKL
-from jaxdiff.training import autoencoder as ae
-from jaxdiff.training.build import build_loss, build_model, build_optimizer, build_schedule, model_fn_for
-from jaxdiff.training.step import make_train_step
-from jaxdiff.training.tasks import DIFFUSION, state_template
+from jaxdiff.models.model_fn import model_fn_for
+from jaxdiff.training.build import build_model, build_optimizer, build_schedule
+from jaxdiff.training.restore import state_template
+from jaxdiff.training.step import batch_loss, make_train_step
+from jaxdiff.training.tasks import DIFFUSION
+from jaxdiff.training.tasks import autoencoder as ae
+from jaxdiff.training.tasks.diffusion import make_denoising_loss
 
 
 def timings(batch: int, num_samples: int, steps: int, reps: int) -> dict:
     out = {}
     ae_cfg = digits32_autoencoder.get_config()
     vae = ae.build_autoencoder(ae_cfg)
-    vae_params = ae.init_autoencoder(ae_cfg, vae)
+    vae_params = ae.init_params(ae_cfg, vae)
     for name, config in (("pixel", digits32_ddpm.get_config()), ("latent", digits32_ldm.get_config())):
         model, ucfg = build_model(config)
         schedule = build_schedule(config)
-        tx = build_optimizer(config)
         state = state_template(config, DIFFUSION, model)
+        tx = build_optimizer(config, state.params)
         shape = (ucfg.image_size,) * 2 + (ucfg.in_channels,)
-        step = jax.jit(make_train_step(build_loss(config, model, schedule), tx))
+        step = jax.jit(make_train_step(batch_loss(make_denoising_loss(config, model)), tx))
         b = {"x": jax.random.normal(jax.random.PRNGKey(1), (batch,) + shape), "index": jnp.arange(batch)}
         train_s = median_time(lambda: step(state, b)[1]["loss"], reps)
 

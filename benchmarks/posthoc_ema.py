@@ -51,7 +51,8 @@ def main():
 
     from jaxdiff.evaluation.workdir import evaluate
     from jaxdiff.training import ema
-    from jaxdiff.training.tasks import get_task, write_posthoc_workdir
+    from jaxdiff.training.restore import write_posthoc_workdir
+    from jaxdiff.training.tasks import get_task
     from jaxdiff.training.workdir import load_config
 
     wd = args.workdir

@@ -70,11 +70,12 @@ def main():
     from stamp import floor_line, quality_cells, quality_fields, stamp, stamp_line, write_markdown
 
     from jaxdiff.evaluation.workdir import evaluate
+    from jaxdiff.models.model_fn import model_fn_for
     from jaxdiff.reflow import straightness
     from jaxdiff.rng import Stream, run_key
     from jaxdiff.schedules import alpha_vanishes
-    from jaxdiff.training.build import example_input, model_fn_for
-    from jaxdiff.training.tasks import restore_trained
+    from jaxdiff.training.build import example_input
+    from jaxdiff.training.restore import restore_trained
     from jaxdiff.training.workdir import load_config
 
     runs = [r.split("=", 1) for r in args.run]

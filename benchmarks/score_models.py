@@ -9,7 +9,7 @@ import time
 from jaxdiff.data import to_float
 from jaxdiff.evaluation.workdir import evaluate, ode_bpd_of_test
 from jaxdiff.training.build import build_pipeline
-from jaxdiff.training.tasks import restore_trained
+from jaxdiff.training.restore import restore_trained
 
 
 def main():

@@ -34,8 +34,8 @@ def bench_jax(batch, steps, dtype="float32", flops=False):
 
     from jaxdiff import losses, schedules
     from jaxdiff.models import UNet, count_params, ddpm_cifar10_config
-    from jaxdiff.training import create_train_state, make_optimizer, make_train_step
-    from jaxdiff.training.build import model_fn_for
+    from jaxdiff.models.model_fn import model_fn_for
+    from jaxdiff.training import batch_loss, create_train_state, make_optimizer, make_train_step
 
     model = UNet(ddpm_cifar10_config(dropout=0.1, dtype=dtype))
     params = model.init(jax.random.PRNGKey(0), jnp.zeros((1, 32, 32, 3)), jnp.zeros((1,)))["params"]
@@ -45,7 +45,7 @@ def bench_jax(batch, steps, dtype="float32", flops=False):
         return model_fn_for(model, p, train=True, dropout_keys=keys)(x, t, cond)
 
     tx = make_optimizer(2e-4, 5000)
-    step = jax.jit(make_train_step(losses.make_loss(apply_fn, sched), tx), donate_argnums=(0,))
+    step = jax.jit(make_train_step(batch_loss(losses.make_loss(apply_fn, sched)), tx), donate_argnums=(0,))
     state = create_train_state(params, tx, 0)
     b = {"x": jax.random.uniform(jax.random.PRNGKey(1), (batch, 32, 32, 3), minval=-1, maxval=1),
          "index": jnp.arange(batch)}

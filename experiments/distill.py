@@ -34,6 +34,7 @@ flags.mark_flags_as_required(["teacher", "workdir"])
 def round_config(base, teacher: str, student_steps: int, num_steps: int, learning_rate=None, batch_size=None):
     """The config of one round: the teacher's, distilling ``teacher`` into ``student_steps`` DDIM steps."""
     c = base.copy_and_resolve_references()
+    c.task = "progressive_distillation"
     c.distill.teacher, c.distill.student_steps = teacher, student_steps
     c.train.init_from, c.train.num_steps = teacher, num_steps
     c.train.checkpoint_every = min(c.train.checkpoint_every, num_steps)
@@ -72,7 +73,7 @@ def main(argv):
         raise app.UsageError(f"--teacher={FLAGS.teacher!r} is not a workdir with checkpoints")
     base = load_config(FLAGS.teacher)
     check_student(base.diffusion.prediction, rounds[0])
-    base.distill.teacher, base.distill.student_steps = "", 0
+    base.task, base.distill.teacher, base.distill.student_steps = "diffusion", "", 0
     teacher = FLAGS.teacher
     for n in rounds:
         wd = os.path.join(FLAGS.workdir, f"round_{n:04d}")

@@ -15,7 +15,7 @@ import json
 from absl import app, flags
 
 from jaxdiff.training.ema import PROFILE_TOL
-from jaxdiff.training.tasks import write_posthoc_workdir
+from jaxdiff.training.restore import write_posthoc_workdir
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("workdir", None, "Workdir of a run trained with optim.posthoc_ema set.")

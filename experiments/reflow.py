@@ -17,11 +17,12 @@ import jax
 import numpy as np
 from absl import app, flags, logging
 
+from jaxdiff.models.model_fn import model_fn_for
 from jaxdiff.outputs import unique_path
 from jaxdiff.reflow import reflow_pairs, straightness
 from jaxdiff.rng import Stream, run_key
-from jaxdiff.training.build import example_input, model_fn_for
-from jaxdiff.training.tasks import restore_trained
+from jaxdiff.training.build import example_input
+from jaxdiff.training.restore import restore_trained
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("workdir", None, "Workdir of the trained parent flow (any diffusion workdir works).")

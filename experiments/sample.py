@@ -17,10 +17,11 @@ from absl import app, flags, logging
 
 from experiments import common
 from jaxdiff.data.audio import write_audio_samples
+from jaxdiff.models.imputation import takes_observations
 from jaxdiff.outputs import save_grid, save_inpainting, unique_path
-from jaxdiff.training.build import build_pipeline, conditional_imputation
+from jaxdiff.training.build import build_pipeline
 from jaxdiff.training.generate import condition_labels, generate, generate_sdedit, inpaint_test_images
-from jaxdiff.training.tasks import load_classifier, restore_trained
+from jaxdiff.training.restore import load_classifier, restore_trained
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("workdir", None, "Training workdir (config.json + checkpoints).")
@@ -79,7 +80,7 @@ def main(argv):
         out = inpaint_test_images(config, model, schedule, params, FLAGS.inpaint, sampler=sampler,
                                   num_steps=num_steps, resample=FLAGS.resample, jump_length=FLAGS.jump_length,
                                   seed=FLAGS.seed, clip_x0=FLAGS.clip_x0, **json.loads(FLAGS.options))
-        how = "conditional" if conditional_imputation(config) else f"r{FLAGS.resample}"  # CSDI / RePaint
+        how = "conditional" if takes_observations(model) else f"r{FLAGS.resample}"  # CSDI / RePaint
         stem = f"{stem}_inpaint_{FLAGS.inpaint}_{how}"
         png = save_inpainting(out["x0"], out["mask"], out["samples"], stem + ".png")
         npz = unique_path(stem + ".npz")

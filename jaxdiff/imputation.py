@@ -188,7 +188,7 @@ def make_conditional_loss(base_loss: Callable, probs=(1.0, 1.0, 1.0), horizon: i
     """CSDI's training objective from any mse loss of :func:`jaxdiff.losses.make_loss` whose network is an
     :class:`~jaxdiff.models.imputation.ImputationNet`: each example gets a mask from :func:`sample_masks`,
     its observed values and mask go to the network as ``cond``, and the loss is the mean over the
-    unobserved entries only (``batch["loss_mask"]``). ``batch["cond"]`` (class labels), if any, rides along
+    unobserved entries only (its ``loss_mask``). ``batch["cond"]`` (class labels), if any, rides along
     as the condition's ``"label"``."""
     check_mask_probs(probs)
 
@@ -199,7 +199,7 @@ def make_conditional_loss(base_loss: Callable, probs=(1.0, 1.0, 1.0), horizon: i
         cond = {"obs": mask * x, "mask": mask}
         if batch.get("cond") is not None:
             cond["label"] = batch["cond"]
-        return base_loss(params, {**batch, "cond": cond, "loss_mask": 1.0 - mask}, keys)
+        return base_loss(params, {**batch, "cond": cond}, keys, loss_mask=1.0 - mask)
 
     return loss_fn
 

@@ -29,14 +29,14 @@ def hinge_d_loss(logits_real, logits_fake):
 
 def make_autoencoder_loss(model: AutoencoderKL, kl_weight: float = 1e-6, discriminator=None,
                           disc_weight: float = 0.1, disc_start: int = 0) -> Callable:
-    """``loss_fn(params, batch, keys) -> (loss, metrics)`` of the LDM autoencoder (``make_train_step``'s
-    contract): per example, the L1 reconstruction error of z ~ q(z|x) summed over pixels plus
+    """``loss_fn(params, batch, keys, *, step=0) -> (loss, metrics)`` of the LDM autoencoder: per example, the
+    L1 reconstruction error of z ~ q(z|x) summed over pixels plus
     ``kl_weight`` times KL(q(z|x) || N(0, I)) (LDM's ``LPIPSWithDiscriminator`` without the perceptual
     term), divided by the number of pixels so that the loss is the mean absolute error plus a KL per pixel.
     ``keys [B]`` draw each example's posterior sample (``example_keys``).
 
     With a ``discriminator`` (e.g. :class:`PatchDiscriminator`), ``params`` is ``{"autoencoder": ...,
-    "discriminator": ...}`` and, from ``batch["step"] >= disc_start`` on, two adversarial terms are added:
+    "discriminator": ...}`` and, from optimizer ``step >= disc_start`` on, two adversarial terms are added:
     ``disc_weight * (-mean D(x_rec))`` with D's params held fixed (the autoencoder's generator loss) and
     the hinge loss of D on x vs x_rec with the reconstruction held fixed. Each parameter group receives
     only its own term's gradient (``stop_gradient``), so one optimizer over both groups makes LDM's two
@@ -44,7 +44,7 @@ def make_autoencoder_loss(model: AutoencoderKL, kl_weight: float = 1e-6, discrim
     if kl_weight < 0 or disc_weight < 0:
         raise ValueError(f"kl_weight and disc_weight must be >= 0, got {kl_weight}, {disc_weight}")
 
-    def loss_fn(params, batch, keys):
+    def loss_fn(params, batch, keys, *, step=0):
         ae = params["autoencoder"] if discriminator is not None else params
         x = batch["x"]
         mean, logvar = model.apply({"params": ae}, x, method=AutoencoderKL.encode)
@@ -58,7 +58,7 @@ def make_autoencoder_loss(model: AutoencoderKL, kl_weight: float = 1e-6, discrim
         metrics = {"l1": l1 / d, "kl": kl}
         if discriminator is not None:
             disc = lambda p, im: discriminator.apply({"params": p}, im)
-            on = (batch["step"] >= disc_start).astype(per.dtype)
+            on = (jnp.asarray(step) >= disc_start).astype(per.dtype)
             fake_fixed_d = disc(jax.lax.stop_gradient(params["discriminator"]), x_rec)
             g_loss = -fake_fixed_d.reshape(x.shape[0], -1).mean(-1)
             d_loss = hinge_d_loss(disc(params["discriminator"], x),

@@ -243,7 +243,7 @@ def masked_mean_flat(v, mask=None):
 
 
 def make_loss(apply_fn: Callable, schedule: Schedule, **options) -> Callable:
-    """Build ``loss_fn(params, batch, key) -> (loss, metrics)``.
+    """Build ``loss_fn(params, batch, key, *, noise=None, loss_mask=None) -> (loss, metrics)``.
 
     Args:
       apply_fn: ``apply_fn(params, x_t, t, cond, keys) -> out`` with ``out`` of the data's shape (or twice
@@ -271,11 +271,12 @@ def make_loss(apply_fn: Callable, schedule: Schedule, **options) -> Callable:
           density for the probability-flow ODE likelihood of discrete data).
         p_uncond, null_cond: condition dropout for classifier-free guidance (the U-Net's null label is
           ``num_classes``).
-    ``batch`` holds ``"x"`` ``[B, ...]`` in [-1, 1] and optionally ``"cond"``, ``"noise"`` (the noise paired
-    with each x, as reflow trains on, in place of fresh draws) and ``"loss_mask"`` (1 where the MSE counts:
-    the unobserved entries of a conditional imputation model, :func:`jaxdiff.imputation.make_conditional_loss`);
-    ``key`` is one key or per-example keys ``[B]`` (training passes keys folded from each example's global
-    index).
+    ``batch`` holds ``"x"`` ``[B, ...]`` in [-1, 1] and optionally ``"cond"``; ``key`` is one key or per-example
+    keys ``[B]`` (training passes keys folded from each example's global index). ``noise`` (the data's shape)
+    is the noise paired with each x in place of fresh draws (a coupling, as reflow trains on); ``loss_mask``
+    (broadcast to the data) weights each entry of the MSE, which becomes the mean over the weighted entries (1
+    where it counts: the unobserved entries of a conditional imputation model,
+    :func:`jaxdiff.imputation.make_conditional_loss`).
     """
     cfg = LossConfig(**options)
     cfg.validate(schedule)
@@ -284,7 +285,7 @@ def make_loss(apply_fn: Callable, schedule: Schedule, **options) -> Callable:
     if cfg.t_sampling == "importance":
         importance = ImportanceSampler(lambda t: eps_weight(cfg, schedule, t), cfg.t_min)
 
-    def loss_fn(params, batch, key):
+    def loss_fn(params, batch, key, *, noise=None, loss_mask=None):
         x0 = jnp.asarray(batch["x"])
         B, C = x0.shape[0], x0.shape[-1]
         D = x0[0].size
@@ -294,8 +295,8 @@ def make_loss(apply_fn: Callable, schedule: Schedule, **options) -> Callable:
             x0 = x0 + jax.vmap(lambda k, x: jax.random.uniform(stream(k, Stream.DEQUANT), x.shape, x.dtype,
                                                                 -half, half))(keys, x0)
         t, s, step = sample_times(cfg, schedule, keys, importance)
-        if "noise" in batch:  # a coupling of noise and data given with the batch (reflow's pairs)
-            eps = jnp.asarray(batch["noise"], x0.dtype)
+        if noise is not None:  # a coupling of noise and data (reflow's pairs)
+            eps = jnp.asarray(noise, x0.dtype)
         else:
             eps = jax.vmap(lambda k, x: jax.random.normal(stream(k, Stream.NOISE), x.shape, x.dtype))(keys, x0)
         rates = rates_at(schedule, t, cfg.prediction)  # (alpha, sigma[, alpha', sigma'])
@@ -307,7 +308,7 @@ def make_loss(apply_fn: Callable, schedule: Schedule, **options) -> Callable:
         loss = jnp.zeros((B,), x0.dtype)
         if cfg.loss_type in ("mse", "hybrid"):
             target = from_x0_eps(x0, eps, cfg.prediction, *rates)
-            mse = masked_mean_flat((pred - target) ** 2, batch.get("loss_mask"))
+            mse = masked_mean_flat((pred - target) ** 2, loss_mask)
             if cfg.weighting == "uniform":
                 w = jnp.ones_like(t)
             elif importance is not None:  # w(t)/p(t) = the weighting's integral, times the output factor
@@ -318,7 +319,7 @@ def make_loss(apply_fn: Callable, schedule: Schedule, **options) -> Callable:
             loss = loss + w * mse
             metrics["mse"] = mse
         if cfg.loss_type in ("vlb", "hybrid"):
-            if batch.get("loss_mask") is not None:
+            if loss_mask is not None:
                 raise ValueError(f"loss_type={cfg.loss_type!r} is a bound on the whole example; a loss_mask "
                                  "(conditional imputation) needs loss_type='mse'")
             mean_pred = jax.lax.stop_gradient(pred) if cfg.loss_type == "hybrid" else pred

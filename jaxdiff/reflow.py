@@ -8,8 +8,8 @@ straighter, so few-step sampling loses less.
   trajectories (per dimension; 0 for straight paths), by the trapezoidal rule over a sampler's grid.
 
 Training on pairs is the ordinary flow-matching loss with the paired noise in place of fresh noise
-(``batch["noise"]``, read by :func:`jaxdiff.losses.make_loss`); configs name a pairs file in
-``data.pairs`` (written by ``python -m experiments.reflow``).
+(the ``noise`` argument of :func:`jaxdiff.losses.make_loss`'s loss, which the diffusion task passes from its
+pairs data source); configs name a pairs file in ``data.pairs`` (written by ``python -m experiments.reflow``).
 """
 
 from __future__ import annotations

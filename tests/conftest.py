@@ -61,9 +61,10 @@ def _free_compiled_programs():
     yield
     import gc
 
-    from jaxdiff.training import autoencoder, generate, latent
+    from jaxdiff.training import generate
+    from jaxdiff.training.tasks import autoencoder
 
-    for mod in (autoencoder, generate, latent):
+    for mod in (autoencoder, generate):
         mod.clear_cache()
     jax.clear_caches()
     gc.collect()

@@ -38,11 +38,13 @@ def main():
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
     from test_parallel import sgd_config
 
-    from jaxdiff.training.build import build_loss, build_model, build_pipeline, build_schedule
+    from jaxdiff.training.build import build_model, build_pipeline
     from jaxdiff.training.checkpoint import Checkpointer
     from jaxdiff.training.loop import train_and_evaluate
+    from jaxdiff.training.restore import state_template
     from jaxdiff.training.step import example_keys
-    from jaxdiff.training.tasks import DIFFUSION, state_template
+    from jaxdiff.training.tasks import DIFFUSION
+    from jaxdiff.training.tasks.diffusion import make_denoising_loss
 
     half = a.steps // 2
     c = sgd_config(a.data_dir, "mesh", steps=half, data=-1, fsdp=2)
@@ -58,7 +60,7 @@ def main():
     ck = Checkpointer(os.path.join(a.workdir, "checkpoints"), async_save=False)
     state, _, step = ck.restore(jax.jit(lambda: state_template(c, DIFFUSION, model), out_shardings=sh)())
     ck.close()
-    loss_fn = build_loss(c, model, build_schedule(c))
+    loss_fn = make_denoising_loss(c, model)
     b = build_pipeline(c).batch(0)
     bs = parallel.batch_sharding(mesh)
     batch = parallel.global_batch({"x": b["x"], "index": b["index"]}, bs)

@@ -35,7 +35,7 @@ def test_cifar10_smoke_trains_samples_and_evaluates(tmp_path, mock_cifar10, monk
     from jaxdiff.evaluation.workdir import evaluate
     from jaxdiff.training.generate import generate
     from jaxdiff.training.loop import train_and_evaluate
-    from jaxdiff.training.tasks import restore_trained
+    from jaxdiff.training.restore import restore_trained
 
     src = load_source("cifar10", "train", str(tmp_path / "data"))
     ex = src[0]

@@ -179,20 +179,21 @@ def _series_config(data_dir, **imputation):
 
     c = get_config("smoke")
     c.data.data_dir = data_dir
-    c.imputation.conditional = True
+    c.task = "imputation"
     c.imputation.update(imputation)
     return c
 
 
 def test_config_builds_a_conditional_model_that_sees_the_context(data_dir):
-    """``imputation.conditional``: the backbone takes 3 channels, the loss is the conditional one, and
+    """``task = "imputation"``: the backbone takes 3 channels, the loss is the conditional one, and
     generate_imputed samples with the observed values as input (changing the context changes the forecast;
     the known values are kept; per-example masks are batched with the data)."""
-    from jaxdiff.training.build import build_loss, build_model, build_schedule
+    from jaxdiff.training.build import backbone_config, build_schedule
     from jaxdiff.training.generate import generate_imputed
+    from jaxdiff.training.tasks import IMPUTATION
 
     config = _series_config(data_dir, mask_probs=(0.0, 0.0, 1.0), horizon=8)
-    model, cfg = build_model(config)
+    model, cfg = IMPUTATION.model(config), backbone_config(config)
     schedule = build_schedule(config)
     assert isinstance(model, ImputationNet) and model.backbone.config.in_channels == 3 and cfg.in_channels == 1
     p = model.init(jax.random.key(0), jnp.zeros((1, 32, 1)), jnp.zeros((1,)))["params"]
@@ -201,7 +202,8 @@ def test_config_builds_a_conditional_model_that_sees_the_context(data_dir):
     p = jax.tree.unflatten(tree, [w + 0.05 * np.random.default_rng(i).normal(size=w.shape).astype(np.float32)
                                   for i, w in enumerate(leaves)])
     x = np.random.default_rng(0).normal(size=(4, 32, 1)).astype(np.float32)
-    value, aux = jax.jit(build_loss(config, model, schedule))(p, {"x": x}, _keys(4))
+    loss_fn = IMPUTATION.loss(config, model, None)
+    value, aux = jax.jit(lambda p, b, k: loss_fn(p, b, k, step=0))(p, {"x": x}, _keys(4))
     assert np.isfinite(value) and aux["loss"].shape == (4,)
     known = np.zeros((32, 1), np.float32)
     known[:24] = 1
@@ -224,21 +226,22 @@ def test_config_builds_a_conditional_model_that_sees_the_context(data_dir):
     ("imputation.max_block", 1.5, r"imputation.max_block=1.5; allowed: a fraction of each axis in \(0, 1\]"),
 ])
 def test_config_errors_before_training(field, value, match, data_dir):
-    from jaxdiff.training.build import check_values
+    from jaxdiff.training.tasks import check_task
 
     c = _series_config(data_dir)
     node, name = field.split(".")
     c[node][name] = value
     with pytest.raises(ValueError, match=match):
-        check_values(c)
+        check_task(c)
 
 
 def test_generate_imputed_refuses_a_mask_with_nothing_to_impute(data_dir):
-    from jaxdiff.training.build import build_model, build_schedule
+    from jaxdiff.training.build import build_schedule
     from jaxdiff.training.generate import generate_imputed
+    from jaxdiff.training.tasks import IMPUTATION
 
     config = _series_config(data_dir)
-    model, _ = build_model(config)
+    model = IMPUTATION.model(config)
     with pytest.raises(ValueError, match=r"nothing unobserved .* example\(s\) \[0, 1\]"):
         generate_imputed(config, model, build_schedule(config), None, np.zeros((2, 32, 1)), np.ones((32, 1)),
                          sampler="ddpm", num_steps=4)

@@ -163,13 +163,13 @@ def test_preconditioned_consistency_meets_the_boundary():
 
 
 def test_ict_trains_through_the_loop(tmp_path, data_dir):
-    """digits_ict:smoke: consistency training as a diffusion run (the curriculum's step comes with the batch),
+    """digits_ict:smoke: consistency training through the loop (the curriculum follows the optimizer step),
     checkpointed, restored and sampled in one and two steps; a wrong schedule is refused before training."""
     from experiments.configs.digits_ict import get_config
-    from jaxdiff.training.build import check_values
     from jaxdiff.training.generate import generate
     from jaxdiff.training.loop import train_and_evaluate
-    from jaxdiff.training.tasks import restore_trained
+    from jaxdiff.training.restore import restore_trained
+    from jaxdiff.training.tasks import check_task
 
     c = get_config("smoke")
     c.data.data_dir = data_dir
@@ -184,24 +184,29 @@ def test_ict_trains_through_the_loop(tmp_path, data_dir):
     bad = get_config("smoke")
     bad.diffusion.schedule = "vp"
     with pytest.raises(ValueError, match="needs diffusion.schedule='edm'"):
-        check_values(bad)
+        check_task(bad)
 
 
-def test_train_step_hands_the_ema_to_a_target_loss():
+def test_train_step_hands_the_ema_and_the_step_to_the_loss():
+    """The one loss contract: ``target_params`` is the EMA (under stop_gradient), ``step`` the optimizer step
+    of each step inside a multi-step call."""
     import optax
 
     from jaxdiff.training import create_train_state, make_train_step
 
-    def loss_fn(params, batch, keys, target):
-        d = (params["w"] - target["w"]) ** 2
-        return jnp.mean(d), {"loss": jnp.full((2,), jnp.mean(d))}
+    def loss_fn(params, batch, keys, *, step, target_params=None):
+        d = (params["w"] - target_params["w"]) ** 2
+        return jnp.mean(d), {"loss": jnp.full((2,), jnp.mean(d)), "seen_step": jnp.full((2,), step)}
 
-    loss_fn.takes_target = True
     tx = optax.sgd(0.0)
     state = create_train_state({"w": jnp.zeros(3)}, tx, 0)
-    state = state.replace(ema_params={"w": jnp.ones(3)})
-    _, m = jax.jit(make_train_step(loss_fn, tx))(state, {"x": jnp.zeros((2, 1)), "index": jnp.arange(2)})
-    assert float(m["loss"]) == 1.0
+    state = state.replace(ema_params={"w": jnp.ones(3)}, step=jnp.asarray(5, jnp.int32))
+    batch = {"x": jnp.zeros((2, 1)), "index": jnp.arange(2)}
+    _, m = jax.jit(make_train_step(loss_fn, tx))(state, batch)
+    assert float(m["loss"]) == 1.0 and int(m["seen_step"]) == 5
+    two = jax.tree_util.tree_map(lambda a: jnp.stack([a, a]), batch)
+    _, m = jax.jit(make_train_step(loss_fn, tx, steps_per_jit=2))(state, two)
+    assert int(m["seen_step"]) == 6  # the last of the two steps
 
 
 def test_cd_trains_through_the_loop(tmp_path, data_dir):
@@ -209,10 +214,10 @@ def test_cd_trains_through_the_loop(tmp_path, data_dir):
     as target network, and samples in one step; a teacher on another schedule is refused before training."""
     from experiments.configs.digits_cd import get_config
     from experiments.configs.digits_edm import get_config as edm_config
-    from jaxdiff.training.build import check_values
     from jaxdiff.training.generate import generate
     from jaxdiff.training.loop import train_and_evaluate
-    from jaxdiff.training.tasks import restore_trained
+    from jaxdiff.training.restore import restore_trained
+    from jaxdiff.training.tasks import check_task
 
     t = edm_config("smoke")
     t.data.data_dir = data_dir
@@ -231,4 +236,8 @@ def test_cd_trains_through_the_loop(tmp_path, data_dir):
     bad = get_config("smoke")
     bad.consistency.teacher, bad.train.init_from = str(tmp_path / "missing"), teacher
     with pytest.raises(ValueError, match="consistency.teacher=.* is not a workdir with checkpoints"):
-        check_values(bad)
+        check_task(bad)
+    mixed = get_config("smoke")  # a CD field under consistency training: two methods in one config
+    mixed.task = "consistency_training"
+    with pytest.raises(ValueError, match=r"consistency.teacher=.* is a field of the tasks \['consistency_distil"):
+        check_task(mixed)

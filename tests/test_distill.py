@@ -98,7 +98,7 @@ def test_rounds_through_the_loop(v_teacher, tmp_path):
     params, samples with DDIM on its own trailing grid, and a second call skips the finished rounds."""
     from test_readme_commands import run
 
-    from jaxdiff.training.tasks import restore_trained
+    from jaxdiff.training.restore import restore_trained
     from jaxdiff.training.workdir import load_config
 
     teacher, data_dir = v_teacher
@@ -120,12 +120,16 @@ def test_rounds_through_the_loop(v_teacher, tmp_path):
 def test_distill_errors(v_teacher, tmp_path):
     from experiments.configs.digits_ddpm import get_config as eps_config
     from experiments.configs.digits_v import get_config
-    from jaxdiff.training.build import check_values
     from jaxdiff.training.loop import train_and_evaluate
+    from jaxdiff.training.tasks import check_task
 
     teacher, data_dir = v_teacher
     c = get_config("smoke")
     c.data.data_dir = data_dir
+    c.distill.teacher = teacher
+    with pytest.raises(ValueError, match=r"distill.teacher=.* is a field of the tasks \['progressive_distil"):
+        check_task(c)  # a distillation field in a diffusion config: refused, not silently another method
+    c.task = "progressive_distillation"
     c.distill.student_steps = 2
     c.distill.teacher = str(tmp_path / "missing")
     with pytest.raises(ValueError, match="distill.teacher=.*is not a workdir with checkpoints"):
@@ -133,17 +137,17 @@ def test_distill_errors(v_teacher, tmp_path):
     assert not (tmp_path / "student").exists()  # refused before the workdir is made
     c.distill.teacher = teacher
     e = eps_config("smoke")
-    e.distill.teacher, e.distill.student_steps = teacher, 2
+    e.task, e.distill.teacher, e.distill.student_steps = "progressive_distillation", teacher, 2
     with pytest.raises(ValueError, match="needs a v- or x0-prediction teacher"):
-        check_values(e)
+        check_task(e)
     c2 = get_config("smoke")
-    c2.distill.teacher, c2.distill.student_steps = teacher, 2
+    c2.task, c2.distill.teacher, c2.distill.student_steps = "progressive_distillation", teacher, 2
     c2.diffusion.schedule = "linear"
     with pytest.raises(ValueError, match="diffusion.schedule='cosine'"):
-        check_values(c2)
+        check_task(c2)
     c.distill.student_steps = 0
     with pytest.raises(ValueError, match="distill.student_steps=0"):
-        check_values(c)
+        check_task(c)
 
 
 def _distill_cmd(teacher, wd, steps):
@@ -155,7 +159,7 @@ def _distill_cmd(teacher, wd, steps):
 def test_round_resumes_exactly_after_sigkill(v_teacher, tmp_path):
     """A round killed with SIGKILL after its first checkpoint and run again ends bitwise equal to an
     uninterrupted round."""
-    from jaxdiff.training.tasks import restore_trained
+    from jaxdiff.training.restore import restore_trained
 
     teacher, data_dir = v_teacher
     root = os.path.dirname(os.path.dirname(__file__))

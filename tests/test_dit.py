@@ -147,7 +147,7 @@ def test_dit_trains_through_the_loop(tmp_path, data_dir):
     """The backbone is a config switch: digits_dit:smoke trains (bfloat16 params, float32 master weights and
     EMA), checkpoints and samples through the same loop as the U-Net."""
     from jaxdiff.training.loop import train_and_evaluate
-    from jaxdiff.training.tasks import restore_trained
+    from jaxdiff.training.restore import restore_trained
 
     c = _dit_run_config(param_dtype="bfloat16", dtype="bfloat16")
     c.data.data_dir = data_dir

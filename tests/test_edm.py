@@ -80,14 +80,15 @@ def test_the_loop_trains_the_backbone_error_unit_weighted(data_dir):
     backbone's plain MSE against its effective target F* = (x0 - c_skip x_hat) / c_out (EDM eq. 8), the
     noise level drawn log-normally."""
     from experiments.configs.digits_edm import get_config
-    from jaxdiff.training.build import build_loss, build_model, build_schedule
+    from jaxdiff.training.build import build_model, build_schedule
+    from jaxdiff.training.tasks.diffusion import make_denoising_loss
 
     c = get_config("smoke")
     c.data.data_dir = data_dir
     model, _ = build_model(c)
     assert isinstance(model, Preconditioned) and model.kind == "edm" and model.sigma_data == 0.75
     sched = build_schedule(c)
-    loss_fn = build_loss(c, model, sched)
+    loss_fn = make_denoising_loss(c, model)
     x0 = jax.random.uniform(jax.random.key(0), (6, 8, 8, 1), minval=-1, maxval=1)
     params = _init(model, x0, jnp.full((6,), 0.5))
     key = jax.random.key(3)
@@ -136,7 +137,7 @@ def test_digits_edm_config_trains_and_samples(edm_run):
     """digits_edm:smoke trains (EDM wrapper, x0, log-normal t, EMA snapshots) and samples with Heun; with
     step_to_zero its N steps are 2N - 1 evaluations, as EDM's Algorithm 1."""
     from jaxdiff.training.generate import generate
-    from jaxdiff.training.tasks import restore_trained
+    from jaxdiff.training.restore import restore_trained
 
     assert sorted(p.name for p in (edm_run / "ema_snapshots").iterdir() if p.name.isdigit()) == ["2", "4"]
     config, model, sched, params, _ = restore_trained(str(edm_run))
@@ -153,8 +154,9 @@ def test_posthoc_ema_workdir(edm_run, tmp_path):
     written as a new workdir that restores like a run, and is never overwritten; bad input is named."""
     from jaxdiff.training.build import build_optimizer
     from jaxdiff.training.checkpoint import Checkpointer
+    from jaxdiff.training.restore import restore_trained, write_posthoc_workdir
     from jaxdiff.training.state import create_train_state
-    from jaxdiff.training.tasks import get_task, restore_trained, write_posthoc_workdir
+    from jaxdiff.training.tasks import get_task
     from jaxdiff.training.workdir import checkpoint_dir, load_config
 
     out, info = write_posthoc_workdir(str(edm_run), 0.10, out=str(tmp_path / "p"))

@@ -12,7 +12,7 @@ from experiments.configs.digits_ddpm import get_config
 from jaxdiff.evaluation.fid import frechet_distance
 from jaxdiff.training.generate import generate
 from jaxdiff.training.loop import train_and_evaluate
-from jaxdiff.training.tasks import restore_trained
+from jaxdiff.training.restore import restore_trained
 
 
 @pytest.fixture(scope="module")
@@ -121,7 +121,7 @@ def test_classifier_guidance_pipeline(smoke, tmp_path):
     """The classifier task through the generic loop (EMA, Orbax, resume) -> load_classifier -> classifier-
     guided sampling of the unconditional smoke model."""
     from experiments.configs.digits_classifier import get_config as clf_config
-    from jaxdiff.training.tasks import load_classifier
+    from jaxdiff.training.restore import load_classifier
 
     c, wd, _, _ = smoke
     cc = clf_config("smoke")
@@ -197,7 +197,8 @@ def test_every_config_declares_only_schema_fields():
     import glob
     import importlib
 
-    from jaxdiff.training.schema import check_config, declared_fields
+    from jaxdiff.training.schema import check_config, check_task_fields, declared_fields
+    from jaxdiff.training.tasks import TASKS
 
     names = [os.path.basename(f)[:-3] for f in glob.glob(os.path.join(os.path.dirname(__file__), "..",
                                                                        "experiments", "configs", "*.py"))]
@@ -206,6 +207,7 @@ def test_every_config_declares_only_schema_fields():
         for variant in ("", "smoke"):
             c = mod.get_config(variant)
             check_config(c)
+            check_task_fields(c, c.task, {n: t.fields for n, t in TASKS.items()})  # one method per config
             flat = sorted(k for k in declared_fields())
             assert "parallel.fsdp" in flat and c.parallel.fsdp == 1, name
 

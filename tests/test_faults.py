@@ -12,9 +12,9 @@ import optax
 import pytest
 
 from experiments.configs.digits_ddpm import get_config
-from jaxdiff.training import create_train_state, make_train_step
+from jaxdiff.training import batch_loss, create_train_state, make_train_step
 from jaxdiff.training.loop import train_and_evaluate
-from jaxdiff.training.tasks import restore_trained
+from jaxdiff.training.restore import restore_trained
 
 
 def smoke(data_dir, **train):
@@ -68,7 +68,7 @@ def test_a_non_finite_update_is_skipped_and_counted():
         per = jnp.sum((batch["x"] - p["w"]) ** 2, -1)
         return per.mean(), {"loss": per}
 
-    step = jax.jit(make_train_step(loss_fn, tx, ema_decay=0.9))
+    step = jax.jit(make_train_step(batch_loss(loss_fn), tx, ema_decay=0.9))
     new, m = step(state, {"x": jnp.zeros((4, 3)), "index": jnp.arange(4)})
     assert np.isfinite(float(m["loss"])) and np.isfinite(float(m["grad_norm"]))
     assert float(m["finite"]) == 0.0 and int(new.skipped) == 1

@@ -274,15 +274,15 @@ def test_reflow_pairs_are_the_exact_ode_pairs(x64):
 
 
 def test_the_loss_trains_on_the_paired_noise(x64):
-    """With batch['noise'] the flow-matching target is noise - x0 of each pair (no fresh draw): a zero model's
-    loss is exactly mean((noise - x0)^2) whatever the key."""
+    """With the paired noise (``noise=``) the flow-matching target is noise - x0 of each pair (no fresh draw): a
+    zero model's loss is exactly mean((noise - x0)^2) whatever the key."""
     sched = S.get_schedule("flow_linear")
     x0 = jax.random.normal(jax.random.key(0), (8, 3))
     noise = jax.random.normal(jax.random.key(1), (8, 3))
     zero = lambda params, x_t, t, cond, keys: jnp.zeros_like(x_t)
     loss_fn = L.make_loss(zero, sched, prediction="velocity", weighting="uniform")
     for k in range(2):
-        loss, _ = loss_fn(None, {"x": x0, "noise": noise}, jax.random.key(k))
+        loss, _ = loss_fn(None, {"x": x0}, jax.random.key(k), noise=noise)
         np.testing.assert_allclose(float(loss), float(jnp.mean((noise - x0) ** 2)), rtol=1e-12)
 
 
@@ -297,7 +297,7 @@ def test_reflow_round_end_to_end(tmp_path, data_dir, monkeypatch):
     from experiments import reflow as reflow_driver
     from experiments.configs.digits_flow import get_config
     from jaxdiff.training.loop import train_and_evaluate
-    from jaxdiff.training.tasks import restore_trained
+    from jaxdiff.training.restore import restore_trained
 
     c = get_config("smoke")
     c.data.data_dir = data_dir

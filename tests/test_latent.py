@@ -130,9 +130,10 @@ def test_patch_gan_runs_through_the_loop(ldm_run):
 
 
 def test_autoencoder_run_stores_scale_factor_and_reports_psnr(ldm_run):
+    from jaxdiff.training.autoencoder import encode_fn
+
     from jaxdiff.data import to_float
     from jaxdiff.evaluation.reconstruction import evaluate_autoencoder
-    from jaxdiff.training.autoencoder import encode_fn
     from jaxdiff.training.build import build_pipeline
     from jaxdiff.training.latent import restore_autoencoder
 
@@ -151,12 +152,13 @@ def test_autoencoder_run_stores_scale_factor_and_reports_psnr(ldm_run):
 
 
 def test_latent_diffusion_trains_on_cached_scaled_latents_and_samples_images(ldm_run):
-    from jaxdiff.data import to_float
     from jaxdiff.training.autoencoder import encode_fn
+
+    from jaxdiff.data import to_float
     from jaxdiff.training.build import build_pipeline
     from jaxdiff.training.generate import generate
     from jaxdiff.training.latent import data_pipeline, restore_autoencoder
-    from jaxdiff.training.tasks import restore_trained
+    from jaxdiff.training.restore import restore_trained
 
     ca, ae_wd, cl, ldm_wd, m, _ = ldm_run
     assert m["step"] == cl.train.num_steps and np.isfinite(m["loss"])
@@ -177,7 +179,7 @@ def test_latent_dit_trains_on_the_same_latents(ldm_run, tmp_path):
     from jaxdiff.models.dit import DiT
     from jaxdiff.training.generate import generate
     from jaxdiff.training.loop import train_and_evaluate
-    from jaxdiff.training.tasks import restore_trained
+    from jaxdiff.training.restore import restore_trained
 
     ca, ae_wd, cl, *_ = ldm_run
     c = digits32_ldm_dit.get_config("smoke")
@@ -194,7 +196,7 @@ def test_latent_dit_trains_on_the_same_latents(ldm_run, tmp_path):
 def test_autoencoder_errors(ldm_run, data_dir):
     from experiments.configs import digits32_autoencoder
     from jaxdiff.training.loop import train_and_evaluate
-    from jaxdiff.training.tasks import restore_trained
+    from jaxdiff.training.restore import restore_trained
 
     _, ae_wd, *_ = ldm_run
     with pytest.raises(ValueError, match="holds an autoencoder"):
@@ -244,11 +246,11 @@ def test_patch_gan_terms_gradients_and_warmup(tiny):
     keys = example_keys(jax.random.PRNGKey(3), jnp.asarray(0), jnp.arange(4))
     base = make_autoencoder_loss(model, 0.1)
     gan = make_autoencoder_loss(model, 0.1, disc, disc_weight=0.5, disc_start=10)
-    before = {"x": x, "step": jnp.full((4,), 9)}
-    after = {"x": x, "step": jnp.full((4,), 10)}
-    np.testing.assert_allclose(jax.jit(gan)(params, before, keys)[0], jax.jit(base)(ae_params, before, keys)[0],
-                               rtol=1e-6)
-    g_gan = jax.jit(jax.grad(lambda p, b: gan(p, b, keys)[0]))  # jitted: eager dispatch is slow here
+    batch = {"x": x}
+    before, after = 9, 10  # optimizer steps
+    np.testing.assert_allclose(jax.jit(lambda p, b: gan(p, b, keys, step=before))(params, batch)[0],
+                               jax.jit(base)(ae_params, batch, keys)[0], rtol=1e-6)
+    g_gan = jax.jit(jax.grad(lambda p, s: gan(p, batch, keys, step=s)[0]))  # jitted: eager dispatch is slow here
     g_before = g_gan(params, before)
     assert all(float(jnp.abs(v).max()) == 0 for v in jax.tree_util.tree_leaves(g_before["discriminator"]))
 
@@ -260,7 +262,7 @@ def test_patch_gan_terms_gradients_and_warmup(tiny):
         return model.apply({"params": p}, mean + jnp.exp(0.5 * logvar) * eps, method=model.decode)
 
     D = lambda dp, im: disc.apply({"params": dp}, im)
-    want_ae = jax.jit(jax.grad(lambda p: base(p, after, keys)[0] + 0.5 * (-D(d_params, rec(p)).mean())))(ae_params)
+    want_ae = jax.jit(jax.grad(lambda p: base(p, batch, keys)[0] + 0.5 * (-D(d_params, rec(p)).mean())))(ae_params)
     want_d = jax.jit(jax.grad(lambda dp: hinge_d_loss(D(dp, x), D(dp, rec(ae_params))).mean()))(d_params)
     for a, b in zip(jax.tree_util.tree_leaves(g["autoencoder"]), jax.tree_util.tree_leaves(want_ae)):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)

@@ -15,10 +15,12 @@ import pytest
 
 from experiments.configs.digits_ddpm import get_config
 from jaxdiff.training import parallel
-from jaxdiff.training.build import build_loss, build_model, build_pipeline, build_schedule
+from jaxdiff.training.build import build_model, build_pipeline
 from jaxdiff.training.loop import train_and_evaluate
+from jaxdiff.training.restore import restore_trained, state_template
 from jaxdiff.training.step import example_keys
-from jaxdiff.training.tasks import DIFFUSION, restore_trained, state_template
+from jaxdiff.training.tasks import DIFFUSION
+from jaxdiff.training.tasks.diffusion import make_denoising_loss
 
 ROOT = os.path.dirname(os.path.dirname(__file__))
 
@@ -41,7 +43,7 @@ def sgd_config(data_dir, mode, steps=3, **parallel_kw):
 def _grads(config, params, mode):
     """Gradients of the loss on global batch 0 at ``params``, by the pmap or the FSDP mesh path."""
     model, _ = build_model(config)
-    loss_fn = build_loss(config, model, build_schedule(config))
+    loss_fn = make_denoising_loss(config, model)
     b = build_pipeline(config).batch(0)
     batch = {"x": b["x"], "index": b["index"]}
     key = jax.random.PRNGKey(config.seed)
@@ -83,7 +85,7 @@ def test_dropout_pmap_matches_jit(data_dir):
     keys = jax.random.split(jax.random.key(5), len(leaves))
     params = jax.tree_util.tree_unflatten(tree, [p + 0.05 * jax.random.normal(k, p.shape, p.dtype)
                                                  for p, k in zip(leaves, keys)])
-    loss_fn = build_loss(c, model, build_schedule(c))
+    loss_fn = make_denoising_loss(c, model)
     b = build_pipeline(c).batch(0)
     batch = {"x": b["x"], "index": b["index"]}
     key = run_key(c.seed, Stream.TRAIN)
@@ -104,7 +106,7 @@ def test_dropout_pmap_matches_jit(data_dir):
     # Dropout is really on: the same batch without it gives another loss.
     c.model.dropout = 0.0
     model0, _ = build_model(c)
-    loss0 = build_loss(c, model0, build_schedule(c))(params, batch, example_keys(key, jnp.int32(0), batch["index"]))[0]
+    loss0 = make_denoising_loss(c, model0)(params, batch, example_keys(key, jnp.int32(0), batch["index"]))[0]
     assert abs(float(loss0) - float(loss_jit)) > 1e-4
 
 

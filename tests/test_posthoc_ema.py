@@ -10,7 +10,7 @@ import pytest
 
 from jaxdiff.training import ema as E
 from jaxdiff.training.state import create_train_state
-from jaxdiff.training.step import make_train_step
+from jaxdiff.training.step import batch_loss, make_train_step
 
 
 def test_sigma_rel_gamma_roundtrip_and_closed_form():
@@ -52,7 +52,7 @@ def _quadratic_run(num_steps, gammas):
 
     tx = optax.sgd(0.05)
     state = create_train_state({"w": jnp.zeros((2, 3))}, tx, seed=0, num_posthoc=len(gammas))
-    step = jax.jit(make_train_step(loss_fn, tx, ema_decay=0.9, posthoc_gammas=gammas))
+    step = jax.jit(make_train_step(batch_loss(loss_fn), tx, ema_decay=0.9, posthoc_gammas=gammas))
     batch = {"x": jnp.zeros((4, 1)), "index": jnp.arange(4)}
     thetas = []
     for _ in range(num_steps):

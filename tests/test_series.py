@@ -134,7 +134,7 @@ def test_builder_and_forecast_end_to_end(tmp_path, data_dir):
 
     from jaxdiff.training.build import build_model
     from jaxdiff.training.generate import generate_imputed
-    from jaxdiff.training.tasks import restore_trained
+    from jaxdiff.training.restore import restore_trained
 
     config, _, schedule, params, _ = restore_trained(wd)
     known = np.zeros((32, 1), np.float32)

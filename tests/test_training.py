@@ -14,7 +14,7 @@ import pytest
 
 from jaxdiff import losses, schedules
 from jaxdiff.models import UNet, UNetConfig
-from jaxdiff.training import create_train_state, ema_decay_at, make_optimizer, make_train_step
+from jaxdiff.training import batch_loss, create_train_state, ema_decay_at, make_optimizer, make_train_step
 from jaxdiff.training.checkpoint import Checkpointer, CheckpointMismatchError
 
 CFG = UNetConfig(image_size=8, in_channels=1, base_channels=8, channel_mult=(1, 2), num_res_blocks=1,
@@ -44,8 +44,8 @@ def test_pmap_equals_jit(setup):
     assert n == 8
     tx = optax.sgd(0.1)
     state = create_train_state(params, tx, 0)
-    step_jit = jax.jit(make_train_step(loss_fn, tx, ema_decay=0.9))
-    step_pmap = jax.pmap(make_train_step(loss_fn, tx, ema_decay=0.9, axis_name="batch"), axis_name="batch")
+    step_jit = jax.jit(make_train_step(batch_loss(loss_fn), tx, ema_decay=0.9))
+    step_pmap = jax.pmap(make_train_step(batch_loss(loss_fn), tx, ema_decay=0.9, axis_name="batch"), axis_name="batch")
     rep = jax.tree_util.tree_map(lambda a: jnp.broadcast_to(a, (n,) + a.shape), state)
     shard = lambda b: jax.tree_util.tree_map(lambda a: a.reshape((n, -1) + a.shape[1:]), b)
     s1, s2 = state, rep
@@ -68,7 +68,7 @@ def test_nan_batch_is_skipped_and_counted(setup, tmp_path):
     params, loss_fn, batch = setup
     tx = make_optimizer(1e-3, 0)
     state = create_train_state(params, tx, 0)
-    step = jax.jit(make_train_step(loss_fn, tx, ema_decay=0.9))
+    step = jax.jit(make_train_step(batch_loss(loss_fn), tx, ema_decay=0.9))
     state, m = step(state, batch)
     assert float(m["finite"]) == 1.0
     bad = dict(batch, x=batch["x"].at[3, 2, 2, 0].set(jnp.nan))
@@ -93,7 +93,7 @@ def test_ema_warmup_and_update(setup):
     params, loss_fn, batch = setup
     tx = optax.sgd(0.1)
     state = create_train_state(params, tx, 0)
-    new, _ = jax.jit(make_train_step(loss_fn, tx, ema_decay=0.999))(state, batch)
+    new, _ = jax.jit(make_train_step(batch_loss(loss_fn), tx, ema_decay=0.999))(state, batch)
     for e0, e1, p1 in zip(*(jax.tree_util.tree_leaves(t) for t in (state.ema_params, new.ema_params,
                                                                     new.params))):
         np.testing.assert_allclose(e1, 0.1 * e0 + 0.9 * p1, rtol=1e-5, atol=1e-7)
@@ -103,8 +103,8 @@ def test_steps_per_jit_equals_single_steps(setup):
     params, loss_fn, batch = setup
     tx = optax.sgd(0.05)
     state = create_train_state(params, tx, 0)
-    one = jax.jit(make_train_step(loss_fn, tx))
-    two = jax.jit(make_train_step(loss_fn, tx, steps_per_jit=2))
+    one = jax.jit(make_train_step(batch_loss(loss_fn), tx))
+    two = jax.jit(make_train_step(batch_loss(loss_fn), tx, steps_per_jit=2))
     b2 = dict(batch, x=-batch["x"])
     s1, _ = one(state, batch)
     s1, _ = one(s1, b2)
@@ -156,7 +156,7 @@ def _train_cmd(workdir, data_dir):
 
 
 def _final_params(workdir):
-    from jaxdiff.training.tasks import restore_trained
+    from jaxdiff.training.restore import restore_trained
 
     *_, ema, step = restore_trained(str(workdir))
     return ema, step

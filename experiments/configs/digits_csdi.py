@@ -12,7 +12,7 @@ from experiments.configs import digits_ddpm
 
 def get_config(variant: str = ""):
     c = digits_ddpm.get_config(variant)
-    c.imputation.conditional = True
+    c.task = "imputation"
     c.imputation.mask_probs = (0.3, 0.7, 0.0)  # random pixels, rectangles, forecast-shaped (bottom rows)
     c.imputation.max_block = 1.0
     return c

@@ -14,7 +14,7 @@ from experiments.configs import series_ddpm
 
 def get_config(variant: str = ""):
     c = series_ddpm.get_config(variant)
-    c.imputation.conditional = True
+    c.task = "imputation"
     c.imputation.mask_probs = (0.25, 0.25, 0.5)  # random points, blocks, forecast-shaped
     c.imputation.horizon = c.forecast.horizon
     c.forecast.resample = 1  # unused: one pass with the context as input

@@ -23,10 +23,10 @@ from jaxdiff.data.series import (
     load_series,
     seasonal_naive,
 )
+from jaxdiff.models.imputation import takes_observations
 from jaxdiff.outputs import unique_path
-from jaxdiff.training.build import conditional_imputation
 from jaxdiff.training.generate import generate_imputed
-from jaxdiff.training.tasks import restore_trained
+from jaxdiff.training.restore import restore_trained
 
 
 def load_windows(config, split="test", keys=("series", "label", "loc", "scale", "start")):
@@ -95,7 +95,7 @@ def forecast(workdir, sampler=None, num_steps=None, resample=None, num_samples=N
         r.update({k: float(np.mean(v)) for k, v in acc.items()})
         rows.append(r)
     rel_ar = [r["crps_diff"] / r["crps_ar"] for r in rows]
-    conditional = conditional_imputation(config)
+    conditional = takes_observations(model)
     if conditional:
         resample = 1  # one pass of the sampler with the observed values as input
     res = {"step": step, "data": os.path.basename(str(config.data.config)), "labels": bool(config.data.use_labels),

@@ -130,7 +130,7 @@ def evaluate_inception(workdir: str, inception_weights: str, ref_stats: str = "t
     workdir's samples on FID Inception features; writes ``eval/inception_<sampler>_<steps>.json``."""
     from jaxdiff.interop.inception import load_fid_inception
     from jaxdiff.training.build import build_pipeline
-    from jaxdiff.training.tasks import restore_trained
+    from jaxdiff.training.restore import restore_trained
 
     params_inc = load_fid_inception(inception_weights)  # named errors before anything compiles
     ref = None if ref_stats == "train" else M.load_stats(ref_stats, dim=2048)

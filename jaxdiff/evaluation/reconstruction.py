@@ -9,8 +9,9 @@ import numpy as np
 from jaxdiff.data import to_float
 from jaxdiff.latent import psnr, ssim
 from jaxdiff.training.autoencoder import reconstruct_fn
-from jaxdiff.training.build import autoencoder_config, build_pipeline
+from jaxdiff.training.build import build_pipeline
 from jaxdiff.training.latent import restore_autoencoder
+from jaxdiff.training.tasks.autoencoder import autoencoder_config
 
 
 def evaluate_autoencoder(workdir: str, batch_size: int = 256) -> dict:

@@ -18,12 +18,14 @@ from jaxdiff.data.pipeline import default_data_dir, to_float
 from jaxdiff.evaluation.evaluate import label_accuracy, sample_quality
 from jaxdiff.evaluation.reconstruction import evaluate_autoencoder
 from jaxdiff.likelihood import full_vlb_bpd, ode_bpd
+from jaxdiff.models.model_fn import model_fn_for
 from jaxdiff.outputs import unique_path
 from jaxdiff.rng import Stream, run_key
 from jaxdiff.schedules import is_discrete
-from jaxdiff.training.build import build_pipeline, latent_autoencoder, model_fn_for, task_name, text_enabled
+from jaxdiff.training.build import build_pipeline, text_enabled
 from jaxdiff.training.generate import generate
-from jaxdiff.training.tasks import load_classifier, restore_trained
+from jaxdiff.training.latent import latent_autoencoder
+from jaxdiff.training.restore import load_classifier, restore_trained
 from jaxdiff.training.workdir import load_config
 
 
@@ -31,7 +33,7 @@ def evaluate(workdir, samples_path=None, sampler=None, num_steps=None, vlb=True,
              options=None, conditional=False, guidance_scale=1.0, classifier_workdir=None,
              ode=None, seed: int = 1) -> dict:
     config = load_config(workdir)
-    if task_name(config) == "autoencoder":
+    if config.task == "autoencoder":
         return evaluate_reconstruction(workdir)
     config, model, schedule, params, step = restore_trained(workdir)
     sampler = sampler or config.sample.sampler

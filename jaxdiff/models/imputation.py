@@ -50,3 +50,14 @@ class ImputationNet(nn.Module):
     def __call__(self, x, t, cond=None, train: bool = False):
         x_obs, mask, label = split_condition(cond, x)
         return self.backbone(conditional_input(x, x_obs, mask), t, label, train)
+
+
+def takes_observations(model) -> bool:
+    """Whether ``model`` (possibly inside wrappers with a ``backbone``, such as
+    :class:`~jaxdiff.models.precond.Preconditioned`) is an :class:`ImputationNet`: a conditional imputation
+    model, which takes the observed values and mask as its condition."""
+    while model is not None:
+        if isinstance(model, ImputationNet):
+            return True
+        model = getattr(model, "backbone", None)
+    return False

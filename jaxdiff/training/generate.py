@@ -19,16 +19,12 @@ from jaxdiff import samplers
 from jaxdiff.guidance import cfg, classifier_guidance
 from jaxdiff.imputation import inpaint_mask
 from jaxdiff.latent import decode_after
+from jaxdiff.models.imputation import takes_observations
+from jaxdiff.models.model_fn import model_fn_for
 from jaxdiff.parameterization import clip_x0_model_fn
 from jaxdiff.rng import Stream, run_key
-from jaxdiff.training.build import (
-    build_pipeline,
-    conditional_imputation,
-    latent_autoencoder,
-    model_fn_for,
-    text_enabled,
-)
-from jaxdiff.training.latent import latent_decoder
+from jaxdiff.training.build import build_pipeline, text_enabled
+from jaxdiff.training.latent import latent_autoencoder, latent_decoder
 
 _COMPILED: dict = {}  # settings -> compiled sampler (explicit: clear_cache() empties it)
 
@@ -147,17 +143,17 @@ def generate_imputed(config, model, schedule, params, x_known, mask, *, sampler:
                      resample: int = 1, jump_length: int = 10, batch_size: int = 500, seed: int = 0,
                      labels=None, clip_x0: float | None = None, **options) -> np.ndarray:
     """Imputation of ``x_known [N, ...]`` where ``mask`` (the data's shape without the batch axis, or with it;
-    1 = known) is 0, in batches of one compiled call: a conditional imputation model
-    (``imputation.conditional``) samples once with the observed values as input
-    (:func:`jaxdiff.imputation.conditional_impute`; ``resample`` and ``jump_length`` unused), any other model
-    by replacement + RePaint (:func:`jaxdiff.imputation.impute`)."""
+    1 = known) is 0, in batches of one compiled call: a conditional imputation model (an
+    :class:`~jaxdiff.models.imputation.ImputationNet`, ``task = "imputation"``) samples once with the observed
+    values as input (:func:`jaxdiff.imputation.conditional_impute`; ``resample`` and ``jump_length`` unused),
+    any other model by replacement + RePaint (:func:`jaxdiff.imputation.impute`)."""
     from jaxdiff.imputation import check_missing, conditional_impute, impute
 
     x_known = np.asarray(x_known, np.float32)
     check_missing(mask, x_known.shape)  # the mask's shape, and something to impute in every example
     if labels is not None and not config.model.num_classes:
         raise ValueError("labels need a class-conditional model (model.num_classes)")
-    conditional = conditional_imputation(config)
+    conditional = takes_observations(model)
     if conditional:
         resample, jump_length = 1, num_steps
     jump_length = min(jump_length, num_steps)

@@ -1,11 +1,11 @@
-"""Latent diffusion on the training side: a trained autoencoder restored from its workdir (kept in an
-explicit per-process cache), the latent data of a latent-diffusion config (``config.latent.autoencoder``),
-and the decoder that turns sampled latents into images.
+"""Latent diffusion on the training side: the latent data of a latent-diffusion config
+(``config.latent.autoencoder``: a trained autoencoder's workdir, restored by
+:func:`jaxdiff.training.tasks.autoencoder.restore_autoencoder`), reflow's pairs source, and the decoder that
+turns sampled latents into images.
 """
 
 from __future__ import annotations
 
-import logging
 import os
 
 import numpy as np
@@ -14,60 +14,20 @@ from jaxdiff.data import to_float
 from jaxdiff.data.pipeline import ArraySource, Pipeline
 from jaxdiff.latent import encode_dataset
 from jaxdiff.models.autoencoder import AutoencoderKL
-from jaxdiff.training import autoencoder as ae
-from jaxdiff.training.build import (
-    build_autoencoder,
-    build_optimizer,
-    build_pipeline,
-    build_source,
-    latent_autoencoder,
-    pipeline_of,
-    task_name,
-)
-from jaxdiff.training.state import create_train_state
-from jaxdiff.training.workdir import load_config, restore_state
-
-log = logging.getLogger("jaxdiff.train")
-
-_AUTOENCODERS: dict = {}  # (abspath, step, checkpoint mtime) -> restored autoencoder
+from jaxdiff.training.build import build_pipeline, build_source, pipeline_of
 
 
-def clear_cache():
-    """Forget restored autoencoders (e.g. after retraining one in the same process)."""
-    _AUTOENCODERS.clear()
-
-
-def restore_autoencoder(workdir: str, step: int | None = None):
-    """``(model, ema_params, scale_factor, step, config)`` of a trained autoencoder. The scale factor is the
-    one stored with its final checkpoint (computed from its training latents when the checkpoint holds
-    none, e.g. a run stopped early). Cached per process by path, step and the checkpoints' mtime."""
-    workdir = os.path.abspath(workdir)
-    ckpt = os.path.join(workdir, "checkpoints")
-    cache_key = (workdir, step, os.path.getmtime(ckpt) if os.path.isdir(ckpt) else None)
-    if cache_key in _AUTOENCODERS:
-        return _AUTOENCODERS[cache_key]
-    config = load_config(workdir)
-    if task_name(config) != "autoencoder":
-        raise ValueError(f"{workdir} holds a {task_name(config)} run, not an autoencoder (config.task)")
-    model = build_autoencoder(config)
-    template = create_train_state(ae.init_params(config, model), build_optimizer(config), config.seed)
-    state, meta, step = restore_state(workdir, template, step)
-    params = ae.autoencoder_params(state.ema_params)
-    scale = meta.get("scale_factor")
-    if scale is None:
-        pipe = build_pipeline(config, "train", 1)
-        scale = ae.latent_scale(model, params, to_float(pipe.all_images(), config.data.num_levels))
-        log.info("checkpoint %d of %s holds no scale factor; computed %.5f from its training latents",
-                 step, workdir, scale)
-    out = model, params, float(scale), step, config
-    _AUTOENCODERS[cache_key] = out
-    return out
+def latent_autoencoder(config) -> str | None:
+    """The autoencoder workdir of a latent-diffusion config (``config.latent.autoencoder``), else None."""
+    return config.latent.autoencoder or None
 
 
 def latent_source(config, split: str) -> ArraySource:
     """The latent dataset of a latent-diffusion config: the pixel split of ``config.data`` encoded once by
     the autoencoder of ``config.latent.autoencoder`` (posterior means, cached under that workdir's
     ``latents/``), times its scale factor, with the labels."""
+    from jaxdiff.training.tasks.autoencoder import encode_fn, restore_autoencoder
+
     ae_dir = latent_autoencoder(config)
     model, params, scale, step, ae_config = restore_autoencoder(ae_dir)
     pipe = build_pipeline(config, split, 1)
@@ -77,7 +37,7 @@ def latent_source(config, split: str) -> ArraySource:
                          f"{ae_config.model.image_size}, in_channels {ae_config.model.in_channels})")
     d = config.data
     cache = os.path.join(ae_dir, "latents", f"{d.name}_{d.config}_{split}_step{step}")
-    lat = encode_dataset(ae.encode_fn(model, params), x, cache, fingerprint=f"{os.path.abspath(ae_dir)}@{step} "
+    lat = encode_dataset(encode_fn(model, params), x, cache, fingerprint=f"{os.path.abspath(ae_dir)}@{step} "
                          f"{d.name}/{d.config}/{split}")
     arrays = {"image": lat["mean"] * np.float32(scale)}
     labels = pipe.all_labels()
@@ -121,6 +81,8 @@ def pairs_pipeline(config, batch_size: int | None = None, transform=None) -> Pip
 def latent_decoder(config):
     """``(decode(ae_params, z) -> images, ae_params, scale_factor)`` for a latent-diffusion config (z
     unscaled: divide the diffusion model's latents by the scale factor first)."""
+    from jaxdiff.training.tasks.autoencoder import restore_autoencoder
+
     model, params, scale, _, _ = restore_autoencoder(latent_autoencoder(config))
 
     def decode(ae_params, z):

@@ -15,12 +15,14 @@ import jax
 from jaxdiff.outputs import make_grid, save_grid
 from jaxdiff.rng import Stream, run_key
 from jaxdiff.training import ema, parallel, writers
-from jaxdiff.training.build import build_optimizer, check_batch, check_steps_per_jit, check_values, parallel_mode
+from jaxdiff.training.build import build_optimizer
 from jaxdiff.training.checkpoint import Checkpointer
+from jaxdiff.training.checks import check_batch, check_steps_per_jit, check_values, parallel_mode
+from jaxdiff.training.restore import init_from, restore_trained, state_template
 from jaxdiff.training.runner import Runner, SkipWatch
 from jaxdiff.training.schema import check_config
 from jaxdiff.training.step import make_train_step
-from jaxdiff.training.tasks import get_task, init_from, state_template
+from jaxdiff.training.tasks import check_task
 from jaxdiff.training.workdir import WorkdirLock, check_workdir, checkpoint_dir
 
 log = logging.getLogger("jaxdiff.train")
@@ -30,7 +32,7 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
     """Train per ``config`` in ``workdir`` (resuming from its latest checkpoint); returns final metrics."""
     check_config(config)  # every check before the workdir is touched and before anything compiles
     check_values(config)
-    task = get_task(config)
+    task = check_task(config)
     k = check_steps_per_jit(config)
     mode = parallel_mode(config)
     check_batch(config)
@@ -51,9 +53,11 @@ def _train(config, workdir, task, model, pipeline, k, mode):
 
     prepare = task.prepare(config)
 
-    tx = build_optimizer(config)
+    tx = build_optimizer(config, jax.eval_shape(lambda: task.init(config, model)))
     sigma_rels = tuple(config.optim.posthoc_ema)
-    step_fn = make_train_step(task.loss(config, model), tx, ema_decay=config.optim.ema_decay,
+    teacher = task.teacher(config)  # a trained model the loss needs: (config, model, schedule, ema_params)
+    loss_fn = task.loss(config, model, restore_trained(teacher)[:4] if teacher else None)
+    step_fn = make_train_step(loss_fn, tx, ema_decay=config.optim.ema_decay,
                               axis_name="batch" if mode == "pmap" else None, steps_per_jit=k,
                               posthoc_gammas=tuple(float(g) for g in ema.sigma_rel_to_gamma(sigma_rels)))
     runner = Runner(mode, step_fn, lambda: state_template(config, task, model), k, config)

@@ -23,7 +23,8 @@ def default_config() -> ml_collections.ConfigDict:
     """All declared fields with their defaults (a DDPM eps-prediction U-Net on CIFAR-10-shaped data)."""
     c = ml_collections.ConfigDict()
     c.seed = 0  # the one seed: init, per-example noise, sample grids (named streams, jaxdiff.rng)
-    c.task = "diffusion"  # a name of the task table jaxdiff.training.tasks.TASKS (diffusion, autoencoder, ...)
+    c.task = "diffusion"  # the training method: a name of jaxdiff.training.tasks.TASKS (diffusion, autoencoder,
+    #   classifier, progressive_distillation, consistency_training, consistency_distillation, imputation)
 
     c.data = d = ml_collections.ConfigDict()
     d.name = "digits"  # TFDS name or offline builder (digits, photos, series), "arrays", or "audio"
@@ -149,12 +150,11 @@ def default_config() -> ml_collections.ConfigDict:
     tr.max_consecutive_skipped = 100  # stop with an error after this many skipped steps in a row (0 = never)
     tr.num_grid_samples = 64  # samples in each grid (0: no grids)
 
-    c.distill = dl = ml_collections.ConfigDict()  # progressive distillation (jaxdiff.distill; experiments/distill.py)
-    dl.teacher = ""  # workdir of the teacher (the original model or the previous round); "" = not distilling
+    c.distill = dl = ml_collections.ConfigDict()  # task progressive_distillation (experiments/distill.py)
+    dl.teacher = ""  # workdir of the teacher (the original model or the previous round)
     dl.student_steps = 0  # N: the student's sampling steps (it learns two teacher DDIM steps in one)
 
-    c.consistency = cm = ml_collections.ConfigDict()  # consistency training (jaxdiff.consistency)
-    cm.mode = ""  # "" = not a consistency model | ct (iCT: training from scratch) | cd (distillation)
+    c.consistency = cm = ml_collections.ConfigDict()  # tasks consistency_training / _distillation (cd)
     cm.teacher = ""  # cd: workdir of the teacher (a diffusion model on the EDM schedule)
     cm.teacher_solver = "heun"  # cd: the teacher's ODE step between adjacent levels (euler | heun)
     cm.num_levels = 18  # cd: Karras levels (the CD paper's N = 18 with Heun)
@@ -164,8 +164,7 @@ def default_config() -> ml_collections.ConfigDict:
     cm.p_std = 2.0
     cm.distance = "pseudo_huber"  # pseudo_huber (c = 0.00054 sqrt(d)) | l2
 
-    c.imputation = im = ml_collections.ConfigDict()  # conditional imputation models (CSDI; jaxdiff.imputation)
-    im.conditional = False  # the network sees the observed values and mask (ImputationNet); loss on the rest
+    c.imputation = im = ml_collections.ConfigDict()  # task imputation: conditional imputation models (CSDI)
     im.mask_probs = (1.0, 1.0, 1.0)  # proportions of training masks: random points, blocks, forecast-shaped
     im.horizon = 0  # forecast masks: the last `horizon` positions missing (0 = drawn in 1..L/2 per example)
     im.max_block = 0.5  # block masks: longest block on each axis, a fraction of its length
@@ -217,12 +216,20 @@ def declared_fields() -> list[str]:
     return sorted(_paths(default_config()))
 
 
+# Fields that once chose a training method beside ``task``, and what replaces them.
+REPLACED = {"consistency.mode": "config.task='consistency_training' (ct) or 'consistency_distillation' (cd)",
+            "imputation.conditional": "config.task='imputation'"}
+
+
 def check_config(config) -> None:
     """ValueError naming every field of ``config`` that the schema does not declare, with the nearest
     declared fields (the task name is checked against the task table by ``tasks.get_task``)."""
     allowed = declared_fields()
     given = _paths(config.to_dict() if hasattr(config, "to_dict") else config)
     unknown = sorted(set(given) - set(allowed))
+    for u in unknown:
+        if u in REPLACED:
+            raise ValueError(f"config field {u!r} is gone: the training method is config.task; use {REPLACED[u]}")
     if unknown:
         hints = "; ".join(f"{u!r}: did you mean {difflib.get_close_matches(u, allowed, 3, 0.5) or '?'}"
                           for u in unknown)
@@ -230,10 +237,53 @@ def check_config(config) -> None:
                          "jaxdiff/training/schema.py (experiments/configs/default.py)")
 
 
+def check_task_fields(config, task: str, owners: dict[str, tuple[str, ...]]) -> None:
+    """A config trains one method: a field that belongs to other tasks only (``owners``: task name -> the
+    dotted field prefixes it owns) must keep its declared default under ``task``; ValueError naming the
+    field, its value and the tasks it belongs to."""
+    own = owners.get(task, ())
+    owned = lambda key, prefixes: any(key == p or key.startswith(p + ".") for p in prefixes)
+    defaults = _paths(default_config().to_dict())
+    for key, value in sorted(_paths(config.to_dict()).items()):
+        if owned(key, own):
+            continue
+        others = [name for name, prefixes in owners.items() if name != task and owned(key, prefixes)]
+        v = tuple(value) if isinstance(value, list) else value
+        d = defaults.get(key)
+        d = tuple(d) if isinstance(d, list) else d
+        if others and v != d:
+            raise ValueError(f"{key}={value!r} is a field of the tasks {others}, not of config.task={task!r}: a "
+                             f"config trains one method; set config.task to one of them or leave {key} at its "
+                             f"default {d!r}")
+
+
+# Flags that once chose the training method of a diffusion config (section, field) -> {value: task}.
+LEGACY_METHOD_FLAGS = {("consistency", "mode"): {"ct": "consistency_training", "cd": "consistency_distillation"},
+                       ("imputation", "conditional"): {True: "imputation"}}
+
+
+def _migrate_task(stored: dict) -> None:
+    """A workdir written when flags beside ``task`` chose the method gets the method's task (a distillation
+    teacher: ``progressive_distillation``); the flags are dropped."""
+    methods = []
+    for (section, field), tasks in LEGACY_METHOD_FLAGS.items():
+        if isinstance(stored.get(section), dict) and field in stored[section]:
+            rest = dict(stored[section])
+            methods.append(tasks.get(rest.pop(field)))
+            stored[section] = rest
+    if stored.get("distill", {}).get("teacher"):
+        methods.insert(0, "progressive_distillation")
+    methods = [m for m in methods if m]
+    base = default_config().task
+    if methods and stored.get("task", base) == base:
+        stored["task"] = methods[0]
+
+
 def fill_defaults(stored: dict) -> ml_collections.ConfigDict:
     """A complete config from a stored (possibly older, partial) one: declared defaults, then the stored
     values. Older layouts are migrated: ``kind`` -> ``task``; a classifier's top-level ``num_classes``
-    -> ``classifier.num_classes`` with ``task = "classifier"``."""
+    -> ``classifier.num_classes`` with ``task = "classifier"``; a method chosen by flags beside ``task``
+    (``distill.teacher``, ``consistency.mode``, ``imputation.conditional``) -> its task."""
     stored = dict(stored)
     if "kind" in stored:
         stored["task"] = stored.pop("kind")
@@ -245,6 +295,7 @@ def fill_defaults(stored: dict) -> ml_collections.ConfigDict:
         stored.setdefault("classifier", {})
         stored["classifier"] = {**stored["classifier"], "num_classes": stored.pop("num_classes")}
         stored["task"] = "classifier"
+    _migrate_task(stored)
     c = default_config()
     for key, value in _paths(stored).items():
         node = c

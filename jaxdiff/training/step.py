@@ -22,6 +22,17 @@ def example_keys(key, step, index):
     return jax.vmap(lambda i: jax.random.fold_in(k, i))(index)
 
 
+def batch_loss(loss_fn: Callable) -> Callable:
+    """A loss of the batch alone, ``loss_fn(params, batch, keys) -> (loss, aux)`` (every loss of
+    :mod:`jaxdiff.losses`), under the train step's task-loss contract: it takes no step and no target network."""
+
+    def task_loss(params, batch, keys, *, step, target_params=None):
+        del step, target_params
+        return loss_fn(params, batch, keys)
+
+    return task_loss
+
+
 def ema_decay_at(step, decay: float, warmup: bool = True):
     """EMA decay with warm-up: min(decay, (1 + step) / (10 + step)) (as in TF's ExponentialMovingAverage
     with num_updates), so early EMA params follow the model."""
@@ -46,11 +57,12 @@ def make_train_step(loss_fn: Callable, tx: optax.GradientTransformation, *, ema_
     """Build ``train_step(state, batch) -> (state, metrics)``.
 
     Args:
-      loss_fn: ``loss_fn(params, batch, keys [B]) -> (loss, metrics)`` with ``metrics["loss"]`` per example
-        and, for diffusion losses, ``metrics["t"]`` (as :func:`jaxdiff.losses.make_loss` returns): the loss
-        is then also reported by quarter of t. Other per-example metrics are reported as batch means. A loss
-        with ``takes_target = True`` is called with ``target=`` the EMA params (consistency distillation's
-        target network).
+      loss_fn: the task-loss contract, ``loss_fn(params, batch, keys [B], *, step, target_params) -> (loss,
+        metrics)``: ``step`` is the optimizer step (a traced int32 scalar), ``target_params`` the EMA params
+        under ``stop_gradient`` (consistency distillation's target network); a loss of the batch alone
+        enters through :func:`batch_loss`. ``metrics["loss"]`` is per example and, for diffusion losses,
+        ``metrics["t"]`` (as :func:`jaxdiff.losses.make_loss` returns): the loss is then also reported by
+        quarter of t. Other per-example metrics are reported as batch means.
       tx: the optax optimizer.
       ema_decay, ema_warmup: EMA of the params, updated inside the step.
       axis_name: ``"batch"`` under ``pmap`` (gradients and metrics averaged with ``lax.pmean``); None under
@@ -65,9 +77,8 @@ def make_train_step(loss_fn: Callable, tx: optax.GradientTransformation, *, ema_
 
     def one_step(state: TrainState, batch):
         keys = example_keys(state.key, state.step, batch["index"])
-        fn = loss_fn
-        if getattr(loss_fn, "takes_target", False):  # consistency distillation: the EMA is the target network
-            fn = lambda p, b, k: loss_fn(p, b, k, target=jax.lax.stop_gradient(state.ema_params))
+        target = jax.lax.stop_gradient(state.ema_params)
+        fn = lambda p, b, k: loss_fn(p, b, k, step=state.step, target_params=target)
         (loss, aux), grads = jax.value_and_grad(fn, has_aux=True)(state.params, batch, keys)
         if axis_name is not None:
             loss, grads = jax.lax.pmean((loss, grads), axis_name)
