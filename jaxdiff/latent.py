@@ -58,7 +58,7 @@ def make_autoencoder_loss(model: AutoencoderKL, kl_weight: float = 1e-6, discrim
         metrics = {"l1": l1 / d, "kl": kl}
         if discriminator is not None:
             disc = lambda p, im: discriminator.apply({"params": p}, im)
-            on = (jnp.asarray(step) >= disc_start).astype(per.dtype)
+            on = (jnp.full(per.shape, step) >= disc_start).astype(per.dtype)  # per example, as the loss
             fake_fixed_d = disc(jax.lax.stop_gradient(params["discriminator"]), x_rec)
             g_loss = -fake_fixed_d.reshape(x.shape[0], -1).mean(-1)
             d_loss = hinge_d_loss(disc(params["discriminator"], x),

@@ -130,12 +130,10 @@ def test_patch_gan_runs_through_the_loop(ldm_run):
 
 
 def test_autoencoder_run_stores_scale_factor_and_reports_psnr(ldm_run):
-    from jaxdiff.training.autoencoder import encode_fn
-
     from jaxdiff.data import to_float
     from jaxdiff.evaluation.reconstruction import evaluate_autoencoder
     from jaxdiff.training.build import build_pipeline
-    from jaxdiff.training.latent import restore_autoencoder
+    from jaxdiff.training.tasks.autoencoder import encode_fn, restore_autoencoder
 
     ca, ae_wd, *_ = ldm_run
     model, params, scale, step, _ = restore_autoencoder(os.path.abspath(ae_wd))
@@ -152,13 +150,12 @@ def test_autoencoder_run_stores_scale_factor_and_reports_psnr(ldm_run):
 
 
 def test_latent_diffusion_trains_on_cached_scaled_latents_and_samples_images(ldm_run):
-    from jaxdiff.training.autoencoder import encode_fn
-
     from jaxdiff.data import to_float
     from jaxdiff.training.build import build_pipeline
     from jaxdiff.training.generate import generate
-    from jaxdiff.training.latent import data_pipeline, restore_autoencoder
+    from jaxdiff.training.latent import data_pipeline
     from jaxdiff.training.restore import restore_trained
+    from jaxdiff.training.tasks.autoencoder import encode_fn, restore_autoencoder
 
     ca, ae_wd, cl, ldm_wd, m, _ = ldm_run
     assert m["step"] == cl.train.num_steps and np.isfinite(m["loss"])

@@ -254,3 +254,109 @@ def test_a_toy_task_trains_through_the_loop(tmp_path, data_dir, monkeypatch):
 
     with pytest.raises(ValueError, match=r"classifier.t_min=0.1 is a field of the tasks \['classifier', 'toy'\]"):
         check_task(other)
+
+
+# --- workdirs of every method written before the task modules -----------------------------------------------
+
+METHODS_DIR = os.path.join(FIXTURES, "methods")
+METHODS = {"autoencoder": "autoencoder", "distill": "progressive_distillation", "cd": "consistency_distillation",
+           "ct": "consistency_training", "imputation": "imputation", "reflow": "diffusion"}
+
+
+def _method_copy(tmp_path, data_dir):
+    """All method fixtures copied, their stored paths (data, teachers, pairs, parents) pointed at the copies."""
+    root = str(tmp_path / "methods")
+    shutil.copytree(METHODS_DIR, root)
+    old = "/tmp/bw/before_tiny"  # where the fixtures were written
+    for name in os.listdir(root):
+        path = os.path.join(root, name, "config.json")
+        if os.path.exists(path):
+            text = open(path).read().replace(old, root).replace('"/tmp/jd_data"', json.dumps(data_dir))
+            open(path, "w").write(text)
+    return root
+
+
+def _fixed_output(name, config, model, params):
+    if name == "autoencoder":
+        x = jnp.linspace(-1, 1, 32 * 32).reshape(1, 32, 32, 1)
+        return model.apply({"params": params["autoencoder"]}, x)[0]
+    x = jnp.linspace(-1, 1, 64).reshape(1, 8, 8, 1)
+    if name == "imputation":
+        mask = (jnp.arange(64).reshape(1, 8, 8, 1) % 3 == 0).astype(jnp.float32)
+        return model.apply({"params": params}, x, jnp.array([0.5]), {"obs": mask * x, "mask": mask})
+    return model.apply({"params": params}, x, jnp.array([0.5]))
+
+
+@pytest.mark.parametrize("name", sorted(METHODS))
+def test_prechange_method_workdir_restores_and_samples(name, tmp_path, data_dir):
+    """A workdir of each method written while flags beside ``task`` chose the method migrates to its task at
+    load, restores to the same network output, samples (imputes, reconstructs) and accepts its own config."""
+    from jaxdiff.training.generate import generate, generate_imputed
+    from jaxdiff.training.restore import restore
+    from jaxdiff.training.workdir import check_workdir, load_config
+
+    wd = os.path.join(_method_copy(tmp_path, data_dir), name)
+    expected = json.load(open(os.path.join(METHODS_DIR, "expected.json")))[name]
+    config, model, params, _, step = restore(wd)
+    assert config.task == METHODS[name] and step == expected["step"]
+    out = _fixed_output(name, config, model, params)
+    np.testing.assert_allclose(np.ravel(out)[:256], expected["output"], rtol=1e-5, atol=1e-6)
+    if name == "imputation":
+        from jaxdiff.training.build import build_schedule
+
+        known = np.zeros((8, 8, 1), np.float32)
+        known[:, :4] = 1
+        x = generate_imputed(config, model, build_schedule(config), params, np.zeros((2, 8, 8, 1)), known,
+                             sampler="ddim", num_steps=2, seed=0)
+        assert x.shape == (2, 8, 8, 1) and np.isfinite(x).all() and (x[:, :, :4] == 0).all()
+    elif name != "autoencoder":
+        from jaxdiff.training.build import build_schedule
+
+        x = generate(config, model, build_schedule(config), params, sampler=config.sample.sampler, num_steps=1,
+                     num_samples=2, batch_size=2, seed=0, **config.sample.options.to_dict())
+        assert x.shape == (2, 8, 8, 1) and np.isfinite(x).all()
+    check_workdir(load_config(wd), wd)  # the migrated config matches itself
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", sorted(METHODS))
+def test_prechange_method_workdir_evaluates(name, tmp_path, data_dir):
+    """Each method's workdir written before the task modules evaluates as its kind of model does: sample
+    quality (Frechet distance, confidence, balance), reconstruction, or inpainting of test digits."""
+    from jaxdiff.evaluation.workdir import evaluate
+    from jaxdiff.training.generate import inpaint_test_images
+    from jaxdiff.training.restore import restore_trained
+
+    wd = os.path.join(_method_copy(tmp_path, data_dir), name)
+    if name == "imputation":  # its evaluation is inpainting (experiments.sample --inpaint, benchmarks/inpainting.py)
+        config, model, schedule, params, _ = restore_trained(wd)
+        out = inpaint_test_images(config, model, schedule, params, "right", sampler="ddim", num_steps=2, seed=0)
+        keep = np.broadcast_to(out["mask"], out["samples"].shape[1:]) == 1  # the known pixels are kept
+        assert np.isfinite(out["samples"]).all() and np.array_equal(out["samples"][:, keep], out["known"][:, keep])
+        return
+    r = evaluate(wd, vlb=False, ode=False)
+    assert r and all(np.isfinite(v) for v in r.values() if isinstance(v, float))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["autoencoder", "cd", "ct"])
+def test_prechange_method_retrains_bitwise(name, tmp_path, data_dir):
+    """The runs whose loss takes the step (iCT's curriculum, the discriminator's start) or the target network
+    (CD), trained again now from their stored (migrated) configs and seeds, end bitwise equal to the
+    checkpoints the code before the task modules wrote (every method was compared so once, on its smoke config
+    and on these fixtures)."""
+    import hashlib
+
+    import jax
+
+    from jaxdiff.training.loop import train_and_evaluate
+    from jaxdiff.training.restore import restore
+    from jaxdiff.training.workdir import load_config
+
+    root = _method_copy(tmp_path, data_dir)
+    expected = json.load(open(os.path.join(METHODS_DIR, "expected.json")))[name]
+    m = train_and_evaluate(load_config(os.path.join(root, name)), str(tmp_path / "again"))
+    _, _, params, _, _ = restore(str(tmp_path / "again"))
+    leaves = jax.tree_util.tree_leaves(jax.device_get(params))
+    assert hashlib.sha256(b"".join(np.asarray(v).tobytes() for v in leaves)).hexdigest()[:16] == expected["hash"]
+    assert [list(h) for h in m["history"]] == expected["loss_history"]

@@ -8,10 +8,8 @@ import numpy as np
 
 from jaxdiff.data import to_float
 from jaxdiff.latent import psnr, ssim
-from jaxdiff.training.autoencoder import reconstruct_fn
 from jaxdiff.training.build import build_pipeline
-from jaxdiff.training.latent import restore_autoencoder
-from jaxdiff.training.tasks.autoencoder import autoencoder_config
+from jaxdiff.training.tasks.autoencoder import autoencoder_config, reconstruct_fn, restore_autoencoder
 
 
 def evaluate_autoencoder(workdir: str, batch_size: int = 256) -> dict:
