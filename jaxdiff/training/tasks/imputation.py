@@ -28,10 +28,10 @@ def check(config):
     """The eps / x0 / v MSE on pixel (or series) data, without text, guidance dropout or latents; mask
     proportions and horizon valid."""
     im, d = config.imputation, config.diffusion
-    clashes = [(text_enabled(config), "text.enabled"), (d.p_uncond > 0, "diffusion.p_uncond > 0"),
+    unsupported = [(text_enabled(config), "text.enabled"), (d.p_uncond > 0, "diffusion.p_uncond > 0"),
                (d.loss_type != "mse", f"diffusion.loss_type={d.loss_type!r}"),
                (bool(config.latent.autoencoder), "latent.autoencoder")]
-    bad = [name for on, name in clashes if on]
+    bad = [name for on, name in unsupported if on]
     if bad:
         raise ValueError(f"config.task='imputation' cannot be combined with {', '.join(bad)}; a conditional "
                          "imputation model trains with loss_type='mse' on pixel (or series) data, without text")
