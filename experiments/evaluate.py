@@ -53,6 +53,12 @@ flags.mark_flags_as_required(["workdir"])
 def main(argv):
     del argv
     common.setup()
+    common.check_count("num_steps", FLAGS.num_steps)
+    common.check_clip(FLAGS.clip_x0)
+    if FLAGS.sampler is not None or FLAGS.options != "{}":
+        from jaxdiff.training.workdir import load_config
+
+        common.sampler_options(FLAGS.options, FLAGS.sampler or load_config(FLAGS.workdir).sample.sampler)
     if FLAGS.metric == "inception_fid":
         from jaxdiff.evaluation.inception_eval import evaluate_inception
 

@@ -17,8 +17,9 @@ import jax
 import numpy as np
 from absl import app, flags, logging
 
+from experiments import common
 from jaxdiff.models.model_fn import model_fn_for
-from jaxdiff.outputs import unique_path
+from jaxdiff.outputs import save_npz
 from jaxdiff.reflow import reflow_pairs, straightness
 from jaxdiff.rng import Stream, run_key
 from jaxdiff.training.build import example_input
@@ -58,10 +59,9 @@ def main(argv):
     noise, x0 = np.concatenate(noise)[:n], np.concatenate(x0)[:n]
     s = straightness(model_fn_for(model, params), schedule, noise[:256], prediction=prediction)
     default = os.path.join(FLAGS.workdir, "reflow", f"pairs_{FLAGS.sampler}_{FLAGS.num_steps}.npz")
-    out = unique_path(FLAGS.out or default)
-    os.makedirs(os.path.dirname(out) or ".", exist_ok=True)
-    np.savez(out, noise=noise, x0=x0, parent=os.path.abspath(FLAGS.workdir), step=step, sampler=FLAGS.sampler,
-             num_steps=FLAGS.num_steps, straightness=float(np.mean(s)))
+    common.check_finite(x0, f"the pairs' x0: sampler {FLAGS.sampler}, {FLAGS.num_steps} steps")
+    out = save_npz(FLAGS.out or default, noise=noise, x0=x0, parent=os.path.abspath(FLAGS.workdir), step=step,
+                   sampler=FLAGS.sampler, num_steps=FLAGS.num_steps, straightness=float(np.mean(s)))
     logging.info("step %d: wrote %d pairs to %s; parent straightness %.4f", step, n, out, float(np.mean(s)))
     print(json.dumps({"pairs": out, "num_pairs": n, "straightness": float(np.mean(s))}))
 

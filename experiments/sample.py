@@ -9,7 +9,6 @@ never overwriting earlier files. ``--from_diffusers`` samples a downloaded diffu
 sampler (``jaxdiff.interop.diffusers_unet``), writing under ``runs/from_diffusers/<name>/samples`` by default.
 """
 
-import json
 import os
 
 import numpy as np
@@ -18,7 +17,7 @@ from absl import app, flags, logging
 from experiments import common
 from jaxdiff.data.audio import write_audio_samples
 from jaxdiff.models.imputation import takes_observations
-from jaxdiff.outputs import save_grid, save_inpainting, unique_path
+from jaxdiff.outputs import save_grid, save_inpainting, save_npz
 from jaxdiff.training.build import build_pipeline
 from jaxdiff.training.generate import condition_labels, generate, generate_sdedit, inpaint_test_images
 from jaxdiff.training.restore import load_classifier, restore_trained
@@ -70,22 +69,27 @@ def main(argv):
         config, model, schedule, params, step = restore_trained(FLAGS.workdir)
         workdir = FLAGS.workdir
     sampler = FLAGS.sampler or config.sample.sampler
-    if FLAGS.num_steps is not None and FLAGS.num_steps < 1:
-        raise app.UsageError(f"--num_steps={FLAGS.num_steps}; allowed: an integer >= 1 (omit it for the config's "
-                             f"{config.sample.num_steps})")
-    num_steps = FLAGS.num_steps or config.sample.num_steps
-    n = FLAGS.num_samples or config.sample.num_samples
+    for name in ("num_steps", "num_samples", "resample", "jump_length"):  # every value checked before any work
+        common.check_count(name, getattr(FLAGS, name))
+    common.check_clip(FLAGS.clip_x0)
+    options = common.sampler_options(FLAGS.options, sampler)
+    if not 0.0 < FLAGS.t_start <= 1.0:
+        raise app.UsageError(f"--t_start={FLAGS.t_start}; allowed: a time in (0, 1]")
+    num_steps = config.sample.num_steps if FLAGS.num_steps is None else FLAGS.num_steps
+    n = config.sample.num_samples if FLAGS.num_samples is None else FLAGS.num_samples
+    clip = config.sample.clip_x0 if FLAGS.clip_x0 is None else FLAGS.clip_x0
+    what = f"sampler {sampler}, {num_steps} steps, clip_x0 {clip:g}, options {options}"
     stem = FLAGS.out or os.path.join(workdir, "samples", f"{sampler}_{num_steps}")
     if FLAGS.inpaint:
         out = inpaint_test_images(config, model, schedule, params, FLAGS.inpaint, sampler=sampler,
                                   num_steps=num_steps, resample=FLAGS.resample, jump_length=FLAGS.jump_length,
-                                  seed=FLAGS.seed, clip_x0=FLAGS.clip_x0, **json.loads(FLAGS.options))
+                                  seed=FLAGS.seed, clip_x0=FLAGS.clip_x0, **options)
+        common.check_finite(out["samples"], what)
         how = "conditional" if takes_observations(model) else f"r{FLAGS.resample}"  # CSDI / RePaint
         stem = f"{stem}_inpaint_{FLAGS.inpaint}_{how}"
         png = save_inpainting(out["x0"], out["mask"], out["samples"], stem + ".png")
-        npz = unique_path(stem + ".npz")
-        np.savez_compressed(npz, samples=out["samples"], known=out["known"], mask=out["mask"], step=step,
-                            sampler=sampler, num_steps=num_steps, resample=FLAGS.resample)
+        npz = save_npz(stem + ".npz", samples=out["samples"], known=out["known"], mask=out["mask"], step=step,
+                       sampler=sampler, num_steps=num_steps, resample=FLAGS.resample)
         logging.info("step %d: wrote %s and %s", step, png, npz)
         print(npz)
         return
@@ -96,7 +100,7 @@ def main(argv):
             x_init = f["samples"] if "samples" in f else f["images"]
         x = generate_sdedit(config, model, schedule, params, x_init, t_start=FLAGS.t_start, sampler=sampler,
                             num_steps=num_steps, seed=FLAGS.seed, clip_x0=FLAGS.clip_x0,
-                            batch_size=config.sample.batch_size, **json.loads(FLAGS.options))
+                            batch_size=config.sample.batch_size, **options)
         stem = f"{stem}_sdedit_t{FLAGS.t_start:g}"
     else:
         x = None
@@ -104,10 +108,10 @@ def main(argv):
         x = generate(config, model, schedule, params, sampler=sampler, num_steps=num_steps, num_samples=n,
                      labels=labels, guidance_scale=FLAGS.guidance_scale, classifier_fn=classifier_fn,
                      batch_size=config.sample.batch_size, seed=FLAGS.seed, clip_x0=FLAGS.clip_x0,
-                     **json.loads(FLAGS.options))
+                     **options)
+    common.check_finite(x, what)
     png = save_grid(x[:100], stem + ".png")
-    npz = unique_path(stem + ".npz")
-    np.savez_compressed(npz, samples=x, step=step, sampler=sampler, num_steps=num_steps, seed=FLAGS.seed)
+    npz = save_npz(stem + ".npz", samples=x, step=step, sampler=sampler, num_steps=num_steps, seed=FLAGS.seed)
     logging.info("step %d: wrote %s and %s", step, png, npz)
     if config.data.name == "audio":
         reference = build_pipeline(config, "train", 1).batch(0)["x"][0]

@@ -55,6 +55,62 @@ def make_grid(x, ncol: int | None = None, pad: int = 1, scale: int | None = None
     return grid
 
 
+def _fsync_dir(directory: str):
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def save_new(path: str, write) -> str:
+    """The one writer of what jaxdiff saves for a user: ``write(f)`` fills a temporary file in ``path``'s
+    directory, which is flushed to disk and then linked to ``path``, or to the first free sibling name
+    (``stem.1.ext``, ...) when ``path`` exists; the link is atomic and exclusive, so a file is there whole or
+    not at all (a full disk or a kill leaves no truncated output) and two writers never pick the same name.
+    Returns the path written."""
+    import tempfile
+
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix="." + os.path.basename(path) + ".", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        stem, ext = os.path.splitext(path)
+        i = 0
+        while True:
+            target = path if i == 0 else f"{stem}.{i}{ext}"
+            try:
+                os.link(tmp, target)
+                break
+            except FileExistsError:
+                i += 1
+        _fsync_dir(directory)
+        return target
+    finally:
+        os.unlink(tmp)
+
+
+def save_json(obj, path: str) -> str:
+    """``obj`` as indented JSON at ``path`` or a fresh sibling name (:func:`save_new`)."""
+    import json
+
+    return save_new(path, lambda f: f.write(json.dumps(obj, indent=2).encode()))
+
+
+def save_npz(path: str, **arrays) -> str:
+    """A compressed ``.npz`` at ``path`` or a fresh sibling name (:func:`save_new`)."""
+    return save_new(path, lambda f: np.savez_compressed(f, **arrays))
+
+
 def unique_path(path: str) -> str:
     """``path`` if free, else ``stem.1.ext``, ``stem.2.ext``, ...: saved results are never overwritten."""
     if not os.path.exists(path):
@@ -70,11 +126,9 @@ def save_grid(x, path: str, **kwargs) -> str:
     """Write a PNG grid of ``x`` to ``path`` (or a fresh sibling name if it exists); returns the path."""
     from PIL import Image
 
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     grid = make_grid(x, **kwargs)
-    path = unique_path(path)
-    Image.fromarray(grid[..., 0] if grid.shape[-1] == 1 else grid).save(path)
-    return path
+    image = Image.fromarray(grid[..., 0] if grid.shape[-1] == 1 else grid)
+    return save_new(path, lambda f: image.save(f, format="PNG"))
 
 
 def save_inpainting(x0, mask, samples, path: str) -> str:

@@ -32,6 +32,11 @@ def smoke(data_dir, **train):
     ("train.num_steps", 0, r"train.num_steps=0; allowed: an integer >= 1"),
     ("train.checkpoint_every", 0, r"train.checkpoint_every=0; allowed: an integer >= 1"),
     ("sample.sampler", "magic", r"unknown sampler 'magic'"),
+    ("diffusion.schedule", "foo", r"foo"),  # schedule and loss options: found building the loss, before the workdir
+    ("diffusion.prediction", "foo", r"prediction.*foo|foo.*prediction"),
+    ("diffusion.weighting", "foo", r"weighting.*foo|foo.*weighting"),
+    ("diffusion.loss_type", "foo", r"loss_type.*foo|foo.*loss_type"),
+    ("diffusion.variance", "foo", r"variance.*foo|foo.*variance"),
 ])
 def test_values_that_cannot_train_are_refused_before_the_workdir(field, value, match, tmp_path, data_dir):
     c = smoke(data_dir)
@@ -41,6 +46,36 @@ def test_values_that_cannot_train_are_refused_before_the_workdir(field, value, m
     with pytest.raises(ValueError, match=match):
         train_and_evaluate(c, str(wd))
     assert not wd.exists()
+
+
+def _files(root):
+    return {str(p.relative_to(root)): p.read_bytes() for p in root.rglob("*") if p.is_file()}
+
+
+def test_a_failed_start_leaves_the_workdir_as_it_found_it(tmp_path, data_dir, monkeypatch):
+    """A train step that cannot fit in memory is refused after its pre-flight compile, naming the batch size and
+    both figures, before anything is written: a fresh workdir is not left behind, a trained workdir resumed so
+    is left byte for byte as it was, and the corrected command then trains and resumes."""
+    from jaxdiff.training import runner
+
+    c = smoke(data_dir, num_steps=2, checkpoint_every=2, sample_every=2)
+    wd = tmp_path / "run"
+    small = lambda device=None: (2**20, "a test limit")
+    monkeypatch.setattr(runner, "available_memory", small)
+    with pytest.raises(MemoryError, match=r"needs \d+ MiB .*but 1 MiB are available \(a test limit\); lower "
+                                          r"optim.batch_size=16"):
+        train_and_evaluate(c, str(wd))
+    assert not wd.exists()
+    monkeypatch.undo()
+    assert train_and_evaluate(c, str(wd))["step"] == 2
+    before = _files(wd)
+    c.train.num_steps = 4  # a resumption whose start fails
+    monkeypatch.setattr(runner, "available_memory", small)
+    with pytest.raises(MemoryError):
+        train_and_evaluate(c, str(wd))
+    assert _files(wd) == before
+    monkeypatch.undo()
+    assert train_and_evaluate(c, str(wd))["step"] == 4
 
 
 def test_a_run_of_skipped_steps_stops_with_an_error(tmp_path, data_dir):
@@ -125,3 +160,168 @@ def test_an_unreadable_newest_checkpoint_is_replaced(tmp_path, data_dir, capfd):
     assert step == 6
     for a, b in zip(jax.tree_util.tree_leaves(got), jax.tree_util.tree_leaves(want)):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+# --- the drivers refuse what they cannot use, before any work, and never write a non-finite output -----------
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, data_dir):
+    wd = str(tmp_path_factory.mktemp("faults") / "run")
+    train_and_evaluate(smoke(data_dir, num_steps=2, checkpoint_every=2, sample_every=2), wd)
+    return wd
+
+
+def _outputs(wd):
+    return sorted(glob.glob(os.path.join(wd, "**", "*.npz"), recursive=True) +
+                  glob.glob(os.path.join(wd, "**", "*.png"), recursive=True))
+
+
+@pytest.mark.parametrize("args,match", [
+    (["--num_samples=0"], r"--num_samples=0; allowed: an integer >= 1"),
+    (["--num_samples=-5"], r"--num_samples=-5; allowed: an integer >= 1"),
+    (["--num_steps=0"], r"--num_steps=0; allowed: an integer >= 1"),
+    (["--clip_x0=-1"], r"--clip_x0=-1.0; allowed: a finite number >= 0"),
+    (["--sampler=ddim", '--options={"eta": "abc"}'], r"eta='abc' for sampler 'ddim'; allowed: a number"),
+    (["--options=[1, 2]"], r"must be a JSON object"),
+    (["--options={bad"], r"is not JSON"),
+    (["--sampler=ddim", '--options={"sigma": 1}'], r"'sigma' is not an option of sampler 'ddim'; allowed: \["),
+    (["--init_image=nan"], r"1 of 64 init image values are not finite"),
+    (["--init_image=big"], r"init images range over \[0, 50\]; allowed: \[-1, 1\] \(rescale uint8"),
+    (["--init_image=shape"], r"init images of shape \(4, 4, 1\) .*the model takes \(8, 8, 1\)"),
+])
+def test_sample_refuses_bad_values_before_any_work(args, match, trained, tmp_path):
+    from absl import app
+    from test_readme_commands import run
+
+    images = {"nan": np.where(np.arange(64).reshape(1, 8, 8, 1) == 5, np.nan, 0.0),
+              "big": np.full((1, 8, 8, 1), 50.0) * (np.arange(64).reshape(1, 8, 8, 1) > 0),
+              "shape": np.zeros((1, 4, 4, 1))}
+    for i, a in enumerate(args):
+        if a.startswith("--init_image="):
+            path = str(tmp_path / "init.npz")
+            np.savez(path, images=images[a.split("=")[1]].astype(np.float32))
+            args[i] = f"--init_image={path}"
+    before = _outputs(trained)
+    with pytest.raises((app.UsageError, ValueError), match=match):
+        run(["experiments.sample", f"--workdir={trained}", *args])
+    assert _outputs(trained) == before
+
+
+def test_sample_never_writes_non_finite_samples(trained, monkeypatch):
+    from test_readme_commands import run
+
+    import jaxdiff.training.generate as G
+
+    monkeypatch.setattr(G, "generate", lambda *a, **k: np.full((4, 8, 8, 1), np.nan, np.float32))
+    before = _outputs(trained)
+    with pytest.raises(FloatingPointError, match=r"256 of 256 values are not finite \(sampler dpmpp_2m, 4 steps"):
+        run(["experiments.sample", f"--workdir={trained}"])
+    assert _outputs(trained) == before
+
+
+def test_evaluate_refuses_bad_values_and_non_finite_samples(trained, tmp_path):
+    from absl import app
+    from test_readme_commands import run
+
+    with pytest.raises(app.UsageError, match=r"--num_steps=0; allowed: an integer >= 1"):
+        run(["experiments.evaluate", f"--workdir={trained}", "--num_steps=0"])
+    bad = str(tmp_path / "nan.npz")
+    np.savez(bad, samples=np.full((4, 8, 8, 1), np.nan, np.float32), sampler="ddim", num_steps=2)
+    with pytest.raises(ValueError, match=r"nan.npz: 256 of 256 sample values are not finite"):
+        run(["experiments.evaluate", f"--workdir={trained}", f"--samples={bad}", "--novlb"])
+
+
+def test_the_samplers_checks_hold_under_jit():
+    """A sampler that steps in x / alpha refuses a flow path's t = 1 also inside ``jit`` (the command-line path
+    compiles the sampler; it wrote NaN samples before)."""
+    from jaxdiff import samplers, schedules
+
+    flow = schedules.get_schedule("flow_linear")
+    mf = lambda x, t, cond=None: jnp.zeros_like(x)
+    run = jax.jit(lambda x, k: samplers.sample("euler", mf, flow, x, k, num_steps=2, prediction="velocity"))
+    with pytest.raises(ValueError, match=r"infinite at t = 1 .*pass t_max < 1"):
+        run(jnp.ones((2, 4)), jax.random.key(0))
+
+
+def _read_only(monkeypatch, root):
+    """Fault injection for read-only storage under ``root`` (CI runs as root, which ignores permission bits):
+    creating a directory or opening a file for writing there raises EROFS."""
+    import builtins
+    import errno
+
+    root = os.path.abspath(root)
+    inside = lambda p: os.path.abspath(os.fspath(p)).startswith(root)
+    erofs = lambda p: OSError(errno.EROFS, "Read-only file system", os.fspath(p))
+    real_mkdir, real_open, real_os_open = os.mkdir, builtins.open, os.open
+
+    def mkdir(p, *a, **k):
+        if inside(p):
+            raise erofs(p)
+        return real_mkdir(p, *a, **k)
+
+    def open_(p, mode="r", *a, **k):
+        if isinstance(p, (str, bytes, os.PathLike)) and inside(p) and any(c in mode for c in "wax+"):
+            raise erofs(p)
+        return real_open(p, mode, *a, **k)
+
+    def os_open(p, flags, *a, **k):
+        if inside(p) and flags & (os.O_WRONLY | os.O_RDWR | os.O_CREAT):
+            raise erofs(p)
+        return real_os_open(p, flags, *a, **k)
+
+    monkeypatch.setattr(os, "mkdir", mkdir)
+    monkeypatch.setattr(builtins, "open", open_)
+    monkeypatch.setattr(os, "open", os_open)
+
+
+def test_a_read_only_workdir_samples_and_evaluates_elsewhere(trained, tmp_path, monkeypatch):
+    """Restoring for sampling reads only: a trained workdir on read-only storage samples with --out elsewhere,
+    and a write into it is the named read-only error (not a checkpoint writability check)."""
+    from test_readme_commands import run
+
+    _read_only(monkeypatch, trained)
+    run(["experiments.sample", f"--workdir={trained}", f"--out={tmp_path / 's'}", "--num_samples=4"])
+    assert os.path.exists(tmp_path / "s.npz") and os.path.exists(tmp_path / "s.png")
+    with pytest.raises(OSError, match="Read-only file system"):
+        run(["experiments.sample", f"--workdir={trained}", "--num_samples=4"])
+
+
+def test_outputs_are_written_whole_under_a_fresh_name(tmp_path, monkeypatch):
+    """A full disk while an output is written leaves no file (no truncated .npz); two outputs of one name get
+    two names, each whole."""
+    import errno
+
+    from jaxdiff.outputs import save_npz
+
+    path = str(tmp_path / "x.npz")
+
+    def full(f, **arrays):
+        f.write(b"PK\x03\x04 partial")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(np, "savez_compressed", full)
+    with pytest.raises(OSError, match="No space left"):
+        save_npz(path, a=np.zeros(3))
+    assert os.listdir(tmp_path) == []  # neither the output nor its temporary file
+    monkeypatch.undo()
+    a, b = save_npz(path, a=np.zeros(3)), save_npz(path, a=np.ones(3))
+    assert (a, b) == (path, str(tmp_path / "x.1.npz")) and sorted(os.listdir(tmp_path)) == ["x.1.npz", "x.npz"]
+    assert np.load(b)["a"].tolist() == [1.0, 1.0, 1.0]
+
+
+def test_a_cut_config_and_a_dangling_workdir_link_are_named(trained, tmp_path, data_dir):
+    import shutil
+
+    from jaxdiff.training.workdir import load_config
+
+    wd = str(tmp_path / "copy")
+    shutil.copytree(trained, wd)
+    path = os.path.join(wd, "config.json")
+    text = open(path).read()
+    open(path, "w").write(text[: len(text) // 2])
+    with pytest.raises(ValueError, match=r"copy/config.json is not a readable config .*cut off"):
+        load_config(wd)
+    link = tmp_path / "link"
+    os.symlink(tmp_path / "nowhere", link)
+    with pytest.raises(ValueError, match=r"is a link to .*nowhere, which does not exist"):
+        train_and_evaluate(smoke(data_dir, num_steps=2), str(link))

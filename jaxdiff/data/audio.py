@@ -30,19 +30,20 @@ def read_wav(path: str) -> tuple[int, np.ndarray]:
 def write_wav(path: str, x, rate: int) -> str:
     """Write ``x [n] or [n, channels]`` in [-1, 1] as 16-bit PCM (clipped); never overwrites: returns the
     path written (a fresh sibling name if ``path`` exists)."""
-    from jaxdiff.outputs import unique_path
+    from jaxdiff.outputs import save_new
 
     x = np.asarray(x, np.float32)
     x = x[:, None] if x.ndim == 1 else x
     pcm = np.clip(np.round(x * 32768.0), -32768, 32767).astype("<i2")
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    path = unique_path(path)
-    with wave.open(path, "wb") as f:
-        f.setnchannels(x.shape[1])
-        f.setsampwidth(2)
-        f.setframerate(int(rate))
-        f.writeframes(pcm.tobytes())
-    return path
+
+    def write(fh):
+        with wave.open(fh, "wb") as f:
+            f.setnchannels(x.shape[1])
+            f.setsampwidth(2)
+            f.setframerate(int(rate))
+            f.writeframes(pcm.tobytes())
+
+    return save_new(path, write)
 
 
 def resample(x: np.ndarray, rate_in: int, rate_out: int) -> np.ndarray:

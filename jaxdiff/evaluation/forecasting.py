@@ -7,7 +7,6 @@ the seasonal-naive forecast and an AR model (lags by AIC, fit on the training pa
 
 from __future__ import annotations
 
-import json
 import os
 import time
 
@@ -24,7 +23,7 @@ from jaxdiff.data.series import (
     seasonal_naive,
 )
 from jaxdiff.models.imputation import takes_observations
-from jaxdiff.outputs import unique_path
+from jaxdiff.outputs import save_json, save_new
 from jaxdiff.training.generate import generate_imputed
 from jaxdiff.training.restore import restore_trained
 
@@ -109,12 +108,8 @@ def forecast(workdir, sampler=None, num_steps=None, resample=None, num_samples=N
            # geometric mean over series of CRPS(diffusion) / CRPS(AR): the one number settings are chosen by
            "crps_ratio_ar": float(np.exp(np.mean(np.log(rel_ar))))}
     res["table"] = table(res)
-    os.makedirs(os.path.join(workdir, "eval"), exist_ok=True)
-    path = unique_path(os.path.join(workdir, "eval", f"forecast_{sampler}_{num_steps}_r{resample}.json"))
-    with open(path, "w") as fh:
-        json.dump(res, fh, indent=2)
-    with open(path[:-5] + ".md", "x") as fh:
-        fh.write(res["table"] + "\n")
+    path = save_json(res, os.path.join(workdir, "eval", f"forecast_{sampler}_{num_steps}_r{resample}.json"))
+    save_new(path[:-5] + ".md", lambda fh: fh.write((res["table"] + "\n").encode()))
     res["path"] = path
     return res
 

@@ -22,7 +22,7 @@ import numpy as np
 
 from jaxdiff.evaluation import metrics as M
 from jaxdiff.evaluation.inception import FIDInceptionV3, to_inception_input
-from jaxdiff.outputs import unique_path
+from jaxdiff.outputs import save_json
 from jaxdiff.rng import Stream, run_key
 
 
@@ -161,8 +161,5 @@ def evaluate_inception(workdir: str, inception_weights: str, ref_stats: str = "t
         m["precision"], m["recall"] = M.precision_recall(real, fake)
         m["num_reference"] = len(real)
     m["fid"] = M.fid_from_stats(fake, ref)
-    path = unique_path(os.path.join(workdir, "eval", f"inception_{sampler}_{num_steps}.json"))
-    with open(path, "w") as f:
-        json.dump(m, f, indent=2)
-    m["path"] = path
+    m["path"] = save_json(m, os.path.join(workdir, "eval", f"inception_{sampler}_{num_steps}.json"))
     return m

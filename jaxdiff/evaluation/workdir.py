@@ -8,7 +8,6 @@ Writes ``eval/metrics_<sampler>_<steps>.json`` in the workdir (never overwriting
 
 from __future__ import annotations
 
-import json
 import os
 
 import jax
@@ -19,7 +18,7 @@ from jaxdiff.evaluation.evaluate import label_accuracy, sample_quality
 from jaxdiff.evaluation.reconstruction import evaluate_autoencoder
 from jaxdiff.likelihood import full_vlb_bpd, ode_bpd
 from jaxdiff.models.model_fn import model_fn_for
-from jaxdiff.outputs import unique_path
+from jaxdiff.outputs import save_json
 from jaxdiff.rng import Stream, run_key
 from jaxdiff.schedules import is_discrete
 from jaxdiff.training.build import build_pipeline, text_enabled
@@ -68,6 +67,11 @@ def evaluate(workdir, samples_path=None, sampler=None, num_steps=None, vlb=True,
                      labels=gen_labels, guidance_scale=guidance_scale, classifier_fn=classifier_fn,
                      num_samples=config.eval.num_samples, batch_size=config.sample.batch_size, seed=seed,
                      clip_x0=clip_x0, stats=stats, **(options or {}))
+    bad = int(x.size - np.isfinite(x).sum())
+    if bad:  # no metric of them is written
+        where = samples_path or f"the samples of {sampler} at {num_steps} steps (clip_x0 {clip_x0}, options {options})"
+        raise ValueError(f"{where}: {bad} of {x.size} sample values are not finite; a Frechet distance of them "
+                         "means nothing: sample again (e.g. with --clip_x0 1 or more steps)")
     # pixel data (a latent-diffusion model's samples are decoded images)
     train, test = build_pipeline(config, "train", 1), build_pipeline(config, "test", 1)
     info = getattr(train.source, "dataset_info", None)  # TFDS; else (arrays, audio) the configured data dir
@@ -100,11 +104,7 @@ def evaluate(workdir, samples_path=None, sampler=None, num_steps=None, vlb=True,
                                                 variance=config.diffusion.variance))
         out = jax.device_get(fn(params, xt))
         m.update({f"test_bpd_{k}": float(np.mean(v)) for k, v in out.items()})
-    os.makedirs(os.path.join(workdir, "eval"), exist_ok=True)
-    path = unique_path(os.path.join(workdir, "eval", f"metrics_{sampler}_{num_steps}.json"))
-    with open(path, "w") as f:
-        json.dump(m, f, indent=2)
-    m["path"] = path
+    m["path"] = save_json(m, os.path.join(workdir, "eval", f"metrics_{sampler}_{num_steps}.json"))
     return m
 
 
@@ -119,11 +119,7 @@ def feature_net_name(config) -> str:
 def evaluate_reconstruction(workdir) -> dict:
     """An autoencoder's test PSNR / SSIM (``eval/reconstruction.json``, never overwritten)."""
     m = evaluate_autoencoder(workdir)
-    os.makedirs(os.path.join(workdir, "eval"), exist_ok=True)
-    path = unique_path(os.path.join(workdir, "eval", "reconstruction.json"))
-    with open(path, "w") as f:
-        json.dump(m, f, indent=2)
-    m["path"] = path
+    m["path"] = save_json(m, os.path.join(workdir, "eval", "reconstruction.json"))
     return m
 
 

@@ -35,11 +35,14 @@ def denoiser(model_fn: Callable, schedule, prediction: str = "eps", cond: Any = 
 
 def grid(schedule, *, ts=None, num_steps=None, spacing="uniform", t_max=1.0, t_min=None, sigma_max=None,
          min_steps: int = 1, dtype=jnp.float32):
-    """The sampler's decreasing grid: ``ts`` as given (checked), else ``time_grid(schedule, num_steps, ...)``."""
+    """The sampler's decreasing grid: ``ts`` as given (checked), else ``time_grid(schedule, num_steps, ...)``,
+    computed at trace time where the schedule and the bounds are constants (so the samplers' checks of the grid,
+    such as :func:`check_finite_start`, run under ``jit`` too)."""
     if ts is None:
         if num_steps is None:
             raise ValueError("give num_steps (and a spacing) or an explicit decreasing grid ts")
-        ts = time_grid(schedule, num_steps, spacing, t_max, t_min, sigma_max)
+        with jax.ensure_compile_time_eval():
+            ts = time_grid(schedule, num_steps, spacing, t_max, t_min, sigma_max)
     else:
         ts = jnp.asarray(ts)
     check_grid(ts, min_steps)
@@ -58,8 +61,16 @@ def prepare(model_fn, schedule, x_T, *, ts=None, num_steps=None, prediction="eps
 def check_finite_start(schedule, ts, sampler: str):
     """Samplers that step in x / alpha (EDM's Euler / Heun, the noise-prediction DPM-Solver) cannot start
     where alpha = 0 (a flow path's t = 1); a named error before compiling (a traced grid is not checked)."""
-    if not isinstance(ts, jax.core.Tracer) and float(schedule.alpha(ts[0])) == 0.0:
-        raise ValueError(f"{sampler} steps in x / alpha, infinite at t = {float(ts[0]):g} where alpha = 0 (a flow "
+    if isinstance(ts, jax.core.Tracer):
+        return
+    try:
+        with jax.ensure_compile_time_eval():
+            t0 = float(ts[0])
+            alpha0 = float(schedule.alpha(t0))
+    except jax.errors.ConcretizationTypeError:  # a schedule passed traced: not checked
+        return
+    if alpha0 == 0.0:
+        raise ValueError(f"{sampler} steps in x / alpha, infinite at t = {t0:g} where alpha = 0 (a flow "
                          "path's start): pass t_max < 1 (or sigma_max for karras grids; EDM uses 80), or use "
                          "ddim, dpmpp_2m, dpmpp_3m or unipc, which start there")
 

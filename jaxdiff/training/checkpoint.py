@@ -53,14 +53,18 @@ def check_writable(directory: str):
 class Checkpointer:
     """A thin layer over ``ocp.CheckpointManager`` holding a TrainState and a JSON metadata dict."""
 
-    def __init__(self, directory: str, *, save_every: int = 1000, keep: int = 3, async_save: bool = True):
+    def __init__(self, directory: str, *, save_every: int = 1000, keep: int = 3, async_save: bool = True,
+                 read_only: bool = False):
+        """``read_only``: only restore (a workdir on read-only storage samples and evaluates); nothing is
+        created or checked for writing."""
         self.directory = os.path.abspath(directory)
-        os.makedirs(self.directory, exist_ok=True)
-        check_writable(self.directory)
+        if not read_only:
+            os.makedirs(self.directory, exist_ok=True)
+            check_writable(self.directory)
         self.save_every = save_every
         self.unreadable: set[int] = set()  # steps found unreadable by restore: replaced when saved again
-        options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True,
-                                               enable_async_checkpointing=async_save)
+        options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=not read_only, read_only=read_only,
+                                               enable_async_checkpointing=async_save and not read_only)
         self.manager = ocp.CheckpointManager(self.directory, options=options)
         self._report_incomplete()
 

@@ -245,6 +245,16 @@ def generate_sdedit(config, model, schedule, params, x_init, *, t_start: float, 
     from jaxdiff.imputation import sdedit
 
     x_init = np.asarray(x_init, np.float32)
+    ucfg = model.config
+    want = (ucfg.image_size,) * ucfg.dims + (ucfg.in_channels,)
+    if x_init.shape[1:] != want:
+        raise ValueError(f"init images of shape {x_init.shape[1:]} (of {x_init.shape}); the model takes {want}")
+    bad = int(x_init.size - np.isfinite(x_init).sum())
+    if bad:
+        raise ValueError(f"{bad} of {x_init.size} init image values are not finite")
+    if x_init.size and (x_init.min() < -1.0 - 1e-6 or x_init.max() > 1.0 + 1e-6):
+        raise ValueError(f"init images range over [{x_init.min():g}, {x_init.max():g}]; allowed: [-1, 1] (rescale "
+                         "uint8 images as x / 127.5 - 1)")
     clip = config.sample.clip_x0 if clip_x0 is None else clip_x0
     batch_size = min(batch_size, len(x_init))
     key = ("sdedit", _settings_key(config, sampler, num_steps, batch_size, clip, None, options), float(t_start))

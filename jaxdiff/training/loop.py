@@ -23,7 +23,14 @@ from jaxdiff.training.runner import Runner, SkipWatch
 from jaxdiff.training.schema import check_config
 from jaxdiff.training.step import make_train_step
 from jaxdiff.training.tasks import check_task
-from jaxdiff.training.workdir import WorkdirLock, check_workdir, checkpoint_dir
+from jaxdiff.training.workdir import (
+    WorkdirLock,
+    check_workdir,
+    checkpoint_dir,
+    listing,
+    undo_failed_start,
+    write_config,
+)
 
 log = logging.getLogger("jaxdiff.train")
 
@@ -39,24 +46,33 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
     model = task.model(config)
     pipeline = task.data(config)
     task.check_input(config, model, pipeline.batch(0)["x"].shape)
+    teacher = task.teacher(config)  # a trained model the loss needs: (config, model, schedule, ema_params)
+    loss_fn = task.loss(config, model, restore_trained(teacher)[:4] if teacher else None)  # schedule, options
+    found = listing(workdir)
     lock = WorkdirLock(workdir) if jax.process_index() == 0 else None  # one trainer per workdir
+    started = []  # set once the first training step has run
     try:
         check_workdir(config, workdir)
-        return _train(config, workdir, task, model, pipeline, k, mode)
+        return _train(config, workdir, task, model, pipeline, loss_fn, k, mode, started)
+    except BaseException:
+        # A start that fails (a bad schedule or loss option, a step that does not fit in memory, an interrupt
+        # while compiling) leaves the workdir as it found it, so the corrected command is not refused; a run
+        # that has trained keeps its logs and grids.
+        if lock is not None and not started and undo_failed_start(workdir, found):
+            log.warning("the run failed before training started: %s is left as it was", workdir)
+        raise
     finally:
         if lock is not None:
             lock.release()
 
 
-def _train(config, workdir, task, model, pipeline, k, mode):
+def _train(config, workdir, task, model, pipeline, loss_fn, k, mode, started):
     from tqdm import tqdm
 
     prepare = task.prepare(config)
 
     tx = build_optimizer(config, jax.eval_shape(lambda: task.init(config, model)))
     sigma_rels = tuple(config.optim.posthoc_ema)
-    teacher = task.teacher(config)  # a trained model the loss needs: (config, model, schedule, ema_params)
-    loss_fn = task.loss(config, model, restore_trained(teacher)[:4] if teacher else None)
     step_fn = make_train_step(loss_fn, tx, ema_decay=config.optim.ema_decay,
                               axis_name="batch" if mode == "pmap" else None, steps_per_jit=k,
                               posthoc_gammas=tuple(float(g) for g in ema.sigma_rel_to_gamma(sigma_rels)))
@@ -94,10 +110,14 @@ def _train(config, workdir, task, model, pipeline, k, mode):
                disable=jax.process_index() > 0, mininterval=2.0)
     step, c = start, config.train
     watch = SkipWatch(c.max_consecutive_skipped, k)
-    if c.preflight and step < c.num_steps:  # compile now and report the step's memory before training starts
-        runner.preflight(state, runner.feed([prepare(pipeline.batch(step + j), step + j) for j in range(k)]))
+    if c.preflight and step < c.num_steps:  # compile now, refuse a step that cannot fit, before training starts
+        runner.preflight(state, runner.feed([prepare(pipeline.batch(step + j), step + j) for j in range(k)]),
+                         batch_size=config.optim.batch_size)
+    write_config(config, workdir)  # every check passed and the step compiled: the run is stored
     while step < c.num_steps:
         state, m = runner.step(state, runner.feed([prepare(pipeline.batch(step + j), step + j) for j in range(k)]))
+        if not started:
+            started.append(step)
         step += k
         bar.update(k)
         final = step == c.num_steps

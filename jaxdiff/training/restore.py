@@ -103,8 +103,10 @@ def write_posthoc_workdir(workdir: str, sigma_rel: float, out: str | None = None
     config (no EMAs tracked) and one checkpoint whose params and EMA params are the reconstruction, so that
     ``experiments.sample`` and ``experiments.evaluate`` read it like any run. Never overwrites: an existing
     ``out`` is an error. Returns ``(out, info)``."""
+    import shutil
+
     from jaxdiff.training.checkpoint import Checkpointer
-    from jaxdiff.training.workdir import checkpoint_dir, config_path
+    from jaxdiff.training.workdir import checkpoint_dir, write_config
 
     config = load_config(workdir)
     tracked = tuple(config.optim.posthoc_ema)
@@ -126,10 +128,19 @@ def write_posthoc_workdir(workdir: str, sigma_rel: float, out: str | None = None
     params = jax.tree_util.tree_map(jnp.asarray, params)
     state = create_train_state(params, build_optimizer(new, params0), new.seed)
     state = state.replace(step=jnp.asarray(info["step"], jnp.int32), ema_params=params)
-    os.makedirs(out)
-    with open(config_path(out), "w") as f:
-        f.write(new.to_json_best_effort(indent=2))
-    ck = Checkpointer(checkpoint_dir(out), async_save=False)
-    ck.save(info["step"], state, {"step": info["step"], "seed": int(new.seed), "posthoc_ema": info}, force=True)
-    ck.close()
+    tmp = f"{out.rstrip(os.sep)}.tmp{os.getpid()}"  # built whole under a temporary name, then renamed
+    if os.path.exists(tmp):
+        shutil.rmtree(tmp)
+    os.makedirs(tmp)
+    try:
+        write_config(new, tmp)
+        ck = Checkpointer(checkpoint_dir(tmp), async_save=False)
+        ck.save(info["step"], state, {"step": info["step"], "seed": int(new.seed), "posthoc_ema": info}, force=True)
+        ck.close()
+        if os.path.exists(out):
+            raise FileExistsError(f"{out} appeared while it was written; jaxdiff never overwrites a saved run")
+        os.rename(tmp, out)
+    finally:
+        if os.path.exists(tmp):
+            shutil.rmtree(tmp)
     return out, info

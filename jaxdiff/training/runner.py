@@ -45,10 +45,11 @@ class Runner:
             self.make_state = make_state
             self.step = jax.jit(step_fn, donate_argnums=(0,))
 
-    def preflight(self, state, batch) -> dict | None:
+    def preflight(self, state, batch, batch_size: int | None = None) -> dict | None:
         """Compile the step ahead of time (``.lower().compile()``), log its memory (XLA's memory analysis:
-        arguments, outputs, temporaries, code) before the first step runs, and train with that executable.
-        None where the mode (pmap) or the backend gives no analysis."""
+        arguments, outputs, temporaries, code) before the first step runs, refuse a step that cannot fit in the
+        device's memory (:func:`check_fits`), and train with that executable. None where the mode (pmap) or
+        the backend gives no analysis."""
         if self.mode == "pmap":
             return None
         t0 = time.time()
@@ -62,6 +63,8 @@ class Runner:
         log.info("train step compiled in %.1f s; memory per device (MiB): arguments %.1f, outputs %.1f (aliased "
                  "%.1f), temporaries %.1f, code %.1f", time.time() - t0, mib["argument"], mib["output"],
                  mib["alias"], mib["temp"], mib["generated_code"])
+        devices = jax.local_device_count() if self.mode == "mesh" else 1  # CPU devices share the host's memory
+        check_fits(mib, devices, batch_size)
         return mib
 
     def place(self, state):
@@ -79,6 +82,51 @@ class Runner:
         elif self.mode == "mesh":  # this process's rows -> global arrays
             b = parallel.global_batch(b, self.b_sh)
         return b
+
+
+def available_memory(device=None) -> tuple[int | None, str]:
+    """Bytes the device can hold and where the figure comes from: an accelerator's ``memory_stats()``
+    ``bytes_limit``; on CPU the cgroup's ``memory.max`` (v2) or ``memory.limit_in_bytes`` (v1) and the
+    host's ``MemAvailable``, whichever is smaller. ``(None, why)`` where nothing says."""
+    device = device or jax.local_devices()[0]
+    stats = None
+    try:
+        stats = device.memory_stats()
+    except Exception:  # noqa: BLE001 - backends without memory statistics
+        pass
+    if stats and stats.get("bytes_limit"):
+        return int(stats["bytes_limit"]), f"{device.platform} memory_stats bytes_limit"
+    if device.platform != "cpu":
+        return None, "no memory statistics"
+    found = []
+    for path in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
+        try:
+            text = open(path).read().strip()
+        except OSError:
+            continue
+        if text.isdigit() and int(text) < 2**60:
+            found.append((int(text), path))
+    try:
+        for line in open("/proc/meminfo"):
+            if line.startswith("MemAvailable:"):
+                found.append((int(line.split()[1]) * 1024, "/proc/meminfo MemAvailable"))
+    except OSError:
+        pass
+    return min(found) if found else (None, "no memory limit found")
+
+
+def check_fits(mib: dict, devices: int = 1, batch_size: int | None = None):
+    """MemoryError naming the batch size and both figures when the compiled step's memory (arguments +
+    outputs - aliased + temporaries + code, per device, times ``devices`` that share one memory) exceeds what
+    :func:`available_memory` reports; nothing is checked where it reports nothing."""
+    need = (mib["argument"] + mib["output"] - mib["alias"] + mib["temp"] + mib["generated_code"]) * devices
+    avail, source = available_memory()
+    if avail is None or need * 2**20 <= avail:
+        return
+    raise MemoryError(f"the compiled train step needs {need:.0f} MiB (temporaries {mib['temp']:.0f} MiB per device"
+                      f"{f' x {devices} devices' if devices > 1 else ''}) but {avail / 2**20:.0f} MiB are "
+                      f"available ({source}); lower optim.batch_size"
+                      f"{f'={batch_size}' if batch_size else ''}, the model size, or use more devices")
 
 
 class SkipWatch:

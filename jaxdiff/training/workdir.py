@@ -38,8 +38,12 @@ def load_config(workdir: str) -> ml_collections.ConfigDict:
     path = config_path(workdir)
     if not os.path.exists(path):
         raise FileNotFoundError(f"{workdir} has no config.json: is it a jaxdiff training workdir?")
-    with open(path) as f:
-        stored = json.load(f)
+    try:
+        with open(path) as f:
+            stored = json.load(f)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"{path} is not a readable config ({e}); it was cut off or edited: restore it from a "
+                         "copy, or train in a new --workdir") from None
     try:
         return fill_defaults(stored)
     except ValueError as e:
@@ -48,21 +52,66 @@ def load_config(workdir: str) -> ml_collections.ConfigDict:
 
 
 def check_workdir(config, workdir: str):
-    """Refuse to continue a workdir that holds a run of a different config (never overwrite silently);
-    write the complete config into a new one."""
+    """Refuse to continue a workdir that holds a run of a different config (never overwrite silently).
+    Writes nothing: :func:`write_config` stores the config once the run has passed every check."""
     check_config(config)
-    os.makedirs(workdir, exist_ok=True)
-    new = json.loads(config.to_json_best_effort())
     if os.path.exists(config_path(workdir)):
+        new = json.loads(config.to_json_best_effort())
         a, b = _paths(load_config(workdir).to_dict()), _paths(fill_defaults(new).to_dict())
         diff = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k)
                       and not any(k == r or k.startswith(r + ".") for r in RESUMABLE_FIELDS))
         if diff:
             raise ValueError(f"workdir {workdir} holds a run with a different config (fields {diff}); "
                              "use a new --workdir, or the same config to resume it")
-    if jax.process_index() == 0:
-        with open(config_path(workdir), "w") as f:
-            json.dump(new, f, indent=2)
+
+
+def write_config(config, workdir: str):
+    """The complete config into ``workdir/config.json`` (process 0), written whole: to a temporary name in the
+    same directory, then renamed over the old one."""
+    if jax.process_index() > 0:
+        return
+    path = config_path(workdir)
+    tmp = f"{path}.tmp{os.getpid()}"
+    with open(tmp, "w") as f:
+        json.dump(json.loads(config.to_json_best_effort()), f, indent=2)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def listing(workdir: str):
+    """What a workdir holds before a run starts: ``None`` when it does not exist, else its entries and its
+    checkpoint steps (:func:`undo_failed_start` puts it back). A link to nothing is an error naming its target."""
+    if os.path.islink(workdir) and not os.path.exists(workdir):
+        raise ValueError(f"workdir {workdir} is a link to {os.readlink(workdir)}, which does not exist; create the "
+                         "target directory or pass another --workdir")
+    if not os.path.isdir(workdir):
+        return None
+    ckpt = checkpoint_dir(workdir)
+    steps = {d for d in os.listdir(ckpt) if d.isdigit()} if os.path.isdir(ckpt) else set()
+    return {"entries": set(os.listdir(workdir)), "steps": steps}
+
+
+def undo_failed_start(workdir: str, found) -> bool:
+    """After a run failed: when it wrote no checkpoint, remove what it added to the workdir (and the workdir
+    itself when it made it), so the corrected command starts clean. Returns whether anything was removed;
+    a run that checkpointed is kept (it resumes)."""
+    import shutil
+
+    if not os.path.isdir(workdir):
+        return False
+    before = found or {"entries": set(), "steps": set()}
+    ckpt = checkpoint_dir(workdir)
+    steps = {d for d in os.listdir(ckpt) if d.isdigit()} if os.path.isdir(ckpt) else set()
+    if steps - before["steps"]:
+        return False
+    added = sorted(set(os.listdir(workdir)) - before["entries"])
+    for name in added:
+        path = os.path.join(workdir, name)
+        shutil.rmtree(path) if os.path.isdir(path) and not os.path.islink(path) else os.remove(path)
+    if found is None and not os.listdir(workdir):
+        os.rmdir(workdir)
+    return bool(added) or found is None
 
 
 def restore_state(workdir: str, template, step: int | None = None):
@@ -72,7 +121,7 @@ def restore_state(workdir: str, template, step: int | None = None):
     if not os.path.isdir(ckpt_dir) or not os.listdir(ckpt_dir):
         raise FileNotFoundError(f"no checkpoint in {ckpt_dir}: train first with experiments.train "
                                 f"--workdir {workdir}")
-    ckpt = Checkpointer(ckpt_dir, async_save=False)
+    ckpt = Checkpointer(ckpt_dir, async_save=False, read_only=True)  # reads only: read-only storage works
     try:
         return ckpt.restore(template, step)
     finally:
