@@ -35,14 +35,11 @@ def denoiser(model_fn: Callable, schedule, prediction: str = "eps", cond: Any = 
 
 def grid(schedule, *, ts=None, num_steps=None, spacing="uniform", t_max=1.0, t_min=None, sigma_max=None,
          min_steps: int = 1, dtype=jnp.float32):
-    """The sampler's decreasing grid: ``ts`` as given (checked), else ``time_grid(schedule, num_steps, ...)``,
-    computed at trace time where the schedule and the bounds are constants (so the samplers' checks of the grid,
-    such as :func:`check_finite_start`, run under ``jit`` too)."""
+    """The sampler's decreasing grid: ``ts`` as given (checked), else ``time_grid(schedule, num_steps, ...)``."""
     if ts is None:
         if num_steps is None:
             raise ValueError("give num_steps (and a spacing) or an explicit decreasing grid ts")
-        with jax.ensure_compile_time_eval():
-            ts = time_grid(schedule, num_steps, spacing, t_max, t_min, sigma_max)
+        ts = time_grid(schedule, num_steps, spacing, t_max, t_min, sigma_max)
     else:
         ts = jnp.asarray(ts)
     check_grid(ts, min_steps)
