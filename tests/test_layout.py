@@ -300,7 +300,9 @@ def test_prechange_method_workdir_restores_and_samples(name, tmp_path, data_dir)
     config, model, params, _, step = restore(wd)
     assert config.task == METHODS[name] and step == expected["step"]
     out = _fixed_output(name, config, model, params)
-    np.testing.assert_allclose(np.ravel(out)[:256], expected["output"], rtol=1e-5, atol=1e-6)
+    # float32 convolutions of another jax / XLA release round differently (newest jax: 1.5e-6 on the
+    # autoencoder's output); a wrong restore differs by the output's own size
+    np.testing.assert_allclose(np.ravel(out)[:256], expected["output"], rtol=2e-4, atol=2e-5)
     if name == "imputation":
         from jaxdiff.training.build import build_schedule
 
