@@ -231,6 +231,34 @@ def test_evaluate_refuses_bad_values_and_non_finite_samples(trained, tmp_path):
         run(["experiments.evaluate", f"--workdir={trained}", f"--samples={bad}", "--novlb"])
 
 
+@pytest.mark.parametrize("name", ["euler", "heun", "ipndm", "dpm_solver"])
+def test_the_samplers_checks_hold_under_jit(name):
+    """A sampler that steps in x / alpha refuses a flow path's t = 1 also inside ``jit`` (the command-line path
+    compiles the sampler; it wrote NaN samples with exit 0 before), and its grid stays the compiled one."""
+    from jaxdiff import samplers, schedules
+
+    flow = schedules.get_schedule("flow_linear")
+    mf = lambda x, t, cond=None: jnp.zeros_like(x)
+    run = jax.jit(lambda x, k: samplers.sample(name, mf, flow, x, k, num_steps=4, prediction="velocity"))
+    with pytest.raises(ValueError, match=r"infinite at t = 1 where alpha = 0 .*pass t_max < 1"):
+        run(jnp.ones((2, 4)), jax.random.key(0))
+    ok = jax.jit(lambda x, k: samplers.sample(name, mf, flow, x, k, num_steps=4, prediction="velocity", t_max=0.9))
+    assert np.isfinite(np.asarray(ok(jnp.ones((2, 4)), jax.random.key(0)))).all()
+
+
+def test_the_command_line_path_makes_the_samplers_checks(trained):
+    """``generate`` (what experiments.sample runs) on a flow path with Euler: the sampler's own error, before
+    compiling, instead of NaN samples."""
+    from jaxdiff import schedules
+    from jaxdiff.training.generate import generate
+
+    config, model, _, params, _ = restore_trained(trained)
+
+    with pytest.raises(ValueError, match=r"EDM's Euler / Heun sampler steps in x / alpha, infinite at t = 1"):
+        generate(config, model, schedules.get_schedule("flow_linear"), params, sampler="euler", num_steps=2,
+                 num_samples=2, batch_size=2, seed=0)
+
+
 def _read_only(monkeypatch, root):
     """Fault injection for read-only storage under ``root`` (CI runs as root, which ignores permission bits):
     creating a directory or opening a file for writing there raises EROFS."""

@@ -152,3 +152,14 @@ def test_classifier_gradient_closed_form():
     g = classifier_log_prob_grad(lambda x, t: x @ W.T, x, jnp.zeros(5), y)
     p = jax.nn.softmax(x @ W.T, -1)
     np.testing.assert_allclose(g, W[y] - p @ W, rtol=1e-5, atol=1e-6)
+
+
+def test_a_flow_paths_logsnr_grid_below_t1_ends_with_a_step_to_zero():
+    """lambda(0) = +inf on the flow paths: a logsnr grid from t_max < 1 runs to 1e-3, then steps to 0 (it was
+    [0.9, 0, 0, 0, 0] before, which the sampler's grid check refuses)."""
+    for name in ("flow_linear", "flow_gvp"):
+        sched = S.get_schedule(name)
+        ts = np.asarray(samplers.time_grid(sched, 4, "logsnr", 0.9))
+        assert ts.shape == (5,) and ts[0] == np.float32(0.9) and ts[-2] == np.float32(1e-3) and ts[-1] == 0
+        lam = np.asarray(sched.logsnr(ts[:-1]))
+        np.testing.assert_allclose(np.diff(lam), np.diff(lam)[0], rtol=1e-4)  # equal steps in lambda

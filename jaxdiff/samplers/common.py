@@ -34,32 +34,45 @@ def denoiser(model_fn: Callable, schedule, prediction: str = "eps", cond: Any = 
 
 
 def grid(schedule, *, ts=None, num_steps=None, spacing="uniform", t_max=1.0, t_min=None, sigma_max=None,
-         min_steps: int = 1, dtype=jnp.float32):
-    """The sampler's decreasing grid: ``ts`` as given (checked), else ``time_grid(schedule, num_steps, ...)``."""
+         min_steps: int = 1, dtype=jnp.float32, finite_start: str | None = None):
+    """The sampler's decreasing grid: ``ts`` as given (checked), else ``time_grid(schedule, num_steps, ...)``.
+
+    Under ``jit`` the grid stays part of the compiled program (its values bit for bit as before) and its checks
+    run on the same grid computed at trace time, where the schedule and the bounds are constants: a bad grid is
+    refused before compiling on every path that samples. ``finite_start``: the sampler's name, for samplers
+    that step in x / alpha (:func:`check_finite_start`)."""
     if ts is None:
         if num_steps is None:
             raise ValueError("give num_steps (and a spacing) or an explicit decreasing grid ts")
-        ts = time_grid(schedule, num_steps, spacing, t_max, t_min, sigma_max)
+        ts = checked = time_grid(schedule, num_steps, spacing, t_max, t_min, sigma_max)
+        if isinstance(ts, jax.core.Tracer):
+            with jax.ensure_compile_time_eval():  # stays a tracer where the schedule itself is traced
+                checked = time_grid(schedule, num_steps, spacing, t_max, t_min, sigma_max)
     else:
-        ts = jnp.asarray(ts)
-    check_grid(ts, min_steps)
+        ts = checked = jnp.asarray(ts)
+    check_grid(checked, min_steps)
+    if finite_start:
+        check_finite_start(schedule, checked, finite_start)
     return ts.astype(dtype)
 
 
 def prepare(model_fn, schedule, x_T, *, ts=None, num_steps=None, prediction="eps", spacing="uniform",
-            t_max=1.0, t_min=None, cond=None, sigma_max=None, min_steps: int = 1):
+            t_max=1.0, t_min=None, cond=None, sigma_max=None, min_steps: int = 1, finite_start: str | None = None):
     """Validate the inputs; return ``(den, ts)`` (see :func:`denoiser`, :func:`grid`)."""
     den = denoiser(model_fn, schedule, prediction, cond)
     check_inputs(x_T, cond)
     return den, grid(schedule, ts=ts, num_steps=num_steps, spacing=spacing, t_max=t_max, t_min=t_min,
-                     sigma_max=sigma_max, min_steps=min_steps, dtype=x_T.dtype)
+                     sigma_max=sigma_max, min_steps=min_steps, dtype=x_T.dtype, finite_start=finite_start)
 
 
 def check_finite_start(schedule, ts, sampler: str):
     """Samplers that step in x / alpha (EDM's Euler / Heun, the noise-prediction DPM-Solver) cannot start
     where alpha = 0 (a flow path's t = 1); a named error before compiling (a traced grid is not checked)."""
-    if not isinstance(ts, jax.core.Tracer) and float(schedule.alpha(ts[0])) == 0.0:
-        raise ValueError(f"{sampler} steps in x / alpha, infinite at t = {float(ts[0]):g} where alpha = 0 (a flow "
+    with jax.ensure_compile_time_eval():
+        t0 = ts[0]
+        alpha = schedule.alpha(t0)
+    if not isinstance(alpha, jax.core.Tracer) and float(alpha) == 0.0:
+        raise ValueError(f"{sampler} steps in x / alpha, infinite at t = {float(t0):g} where alpha = 0 (a flow "
                          "path's start): pass t_max < 1 (or sigma_max for karras grids; EDM uses 80), or use "
                          "ddim, dpmpp_2m, dpmpp_3m or unipc, which start there")
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from jaxdiff.samplers.common import check_finite_start, finish, lam, prepare, safe_where_zero, scan_steps
+from jaxdiff.samplers.common import finish, lam, prepare, safe_where_zero, scan_steps
 
 
 def dpm_solver_step(den, schedule, x, t, s, order: int):
@@ -56,8 +56,7 @@ def sample_dpm_solver(model_fn, schedule, x_T, key, *, num_steps: int | None = N
     if order not in (1, 2, 3):
         raise ValueError(f"dpm_solver order must be 1, 2 or 3, got {order}")
     den, ts = prepare(model_fn, schedule, x_T, ts=ts, num_steps=num_steps, prediction=prediction, spacing=spacing,
-                      t_max=t_max, t_min=t_min, cond=cond)
+                      t_max=t_max, t_min=t_min, cond=cond, finite_start="dpm_solver (noise-prediction form)")
     step = lambda c, t, s, i: (dpm_solver_step(den, schedule, c[0], t, s, order),)
-    check_finite_start(schedule, ts, "dpm_solver (noise-prediction form)")
     (x,), traj = scan_steps(step, (x_T,), ts, return_trajectory)
     return finish(x, traj, return_trajectory)

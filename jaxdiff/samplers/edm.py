@@ -59,7 +59,8 @@ def _run(model_fn, schedule, x_T, key, second_order, num_steps, ts, step_to_zero
             raise ValueError(f"step_to_zero needs num_steps >= 2 (the last step is the one to sigma = 0), got "
                              f"{num_steps}")
         num_steps -= 1
-    den, ts = prepare(model_fn, schedule, x_T, ts=ts, num_steps=num_steps, **grid_kw)
+    den, ts = prepare(model_fn, schedule, x_T, ts=ts, num_steps=num_steps, finite_start="EDM's Euler / Heun sampler",
+                      **grid_kw)
     out = edm_sample(den, schedule, x_T, ts, key, second_order=second_order, return_trajectory=return_trajectory,
                      **churn)
     if not tail:

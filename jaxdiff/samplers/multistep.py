@@ -132,7 +132,8 @@ def _sampler(method: str, default_order: int, doc: str):
                order: int = default_order, lower_order_final: bool = False, spacing: str = "trailing",
                t_max: float = 1.0, t_min=None, cond=None, sigma_max=None, return_trajectory: bool = False):
         den, ts = prepare(model_fn, schedule, x_T, ts=ts, num_steps=num_steps, prediction=prediction,
-                          spacing=spacing, t_max=t_max, t_min=t_min, cond=cond, sigma_max=sigma_max)
+                          spacing=spacing, t_max=t_max, t_min=t_min, cond=cond, sigma_max=sigma_max,
+                          finite_start=method)
         check_order(method, order, range(1, MAX_ORDER[method] + 1), ts.shape[0] - 1)
         return linear_multistep_sample(den, schedule, x_T, ts, method, order, lower_order_final=lower_order_final,
                                        return_trajectory=return_trajectory)

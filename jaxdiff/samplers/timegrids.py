@@ -89,7 +89,9 @@ def time_grid(schedule: Schedule, num_steps: int, spacing: str = "uniform", t_ma
         return jnp.asarray(np.append(steps / schedule.num_steps, 0.0))  # float64 under jax_enable_x64
     flow_start = alpha_vanishes(schedule) and t_max == 1.0 and (spacing == "logsnr" or spacing == "karras"
                                                                 and sigma_max is None)
-    append_zero = t_min == 0.0 and (zero_noise_at_zero(schedule) or flow_start)
+    # lambda(0) = +inf on a flow path: a logsnr grid ends at 1e-3, then the step to 0 (as for VP schedules)
+    flow_end = alpha_vanishes(schedule) and spacing == "logsnr"
+    append_zero = t_min == 0.0 and (zero_noise_at_zero(schedule) or flow_start or flow_end)
     n_pts = num_steps if append_zero else num_steps + 1
     if append_zero:
         t_min = 1.0 / schedule.num_steps if discrete else 1e-3
