@@ -12,8 +12,9 @@ Writes ``eval/forecast_<sampler>_<steps>_r<resample>.json`` and ``.md`` in the w
 
 import json
 
-from absl import app, flags
+from absl import flags
 
+from experiments import common
 from jaxdiff.evaluation.forecasting import forecast
 
 FLAGS = flags.FLAGS
@@ -37,4 +38,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    common.run(main)

@@ -12,8 +12,9 @@ naming the reachable range; an existing output is never overwritten.
 
 import json
 
-from absl import app, flags
+from absl import flags
 
+from experiments import common
 from jaxdiff.training.ema import PROFILE_TOL
 from jaxdiff.training.restore import write_posthoc_workdir
 
@@ -33,4 +34,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    common.run(main)

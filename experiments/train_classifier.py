@@ -6,9 +6,7 @@ same loop as every other model (EMA, Orbax checkpoints, exact resume).
 Equivalent to ``python -m experiments.train`` with a config whose ``task`` is ``"classifier"``.
 """
 
-from absl import app
-
-from experiments import train
+from experiments import common, train
 
 if __name__ == "__main__":
-    app.run(train.main)
+    common.run(train.main)

@@ -12,6 +12,7 @@ import optax
 import pytest
 
 from experiments.configs.digits_ddpm import get_config
+from jaxdiff.errors import EnvironmentFailure
 from jaxdiff.training import batch_loss, create_train_state, make_train_step
 from jaxdiff.training.loop import train_and_evaluate
 from jaxdiff.training.restore import restore_trained
@@ -335,9 +336,95 @@ def test_a_cut_config_and_a_dangling_workdir_link_are_named(trained, tmp_path, d
     path = os.path.join(wd, "config.json")
     text = open(path).read()
     open(path, "w").write(text[: len(text) // 2])
-    with pytest.raises(ValueError, match=r"copy/config.json is not a readable config .*cut off"):
+    with pytest.raises(EnvironmentFailure, match=r"copy/config.json is not a readable config .*cut off"):
         load_config(wd)
     link = tmp_path / "link"
     os.symlink(tmp_path / "nowhere", link)
-    with pytest.raises(ValueError, match=r"is a link to .*nowhere, which does not exist"):
+    with pytest.raises(EnvironmentFailure, match=r"is a link to .*nowhere, which does not exist"):
         train_and_evaluate(smoke(data_dir, num_steps=2), str(link))
+
+
+def test_a_disk_without_room_for_a_checkpoint_is_refused_before_training(tmp_path, data_dir, monkeypatch):
+    """Room for the first checkpoint is checked with the pre-flight (a full disk found by Orbax's background
+    writers printed ~880 lines): the error names the directory and both figures, and the workdir is left as it
+    was found; each later save is checked the same way."""
+    import collections
+    import shutil
+
+    usage = collections.namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda p: usage(1 << 30, (1 << 30) - (1 << 19), 1 << 19))
+    wd = tmp_path / "run"
+    with pytest.raises(EnvironmentFailure, match=r"no space for checkpoint 2 in .*run/checkpoints: it needs about "
+                                                 r"[0-9.]+ MiB and the device has 0.5 MiB free; free space"):
+        train_and_evaluate(smoke(data_dir, num_steps=2, checkpoint_every=2), str(wd))
+    assert not wd.exists()
+
+
+def test_a_cut_data_file_is_named_with_what_to_do(tmp_path, data_dir):
+    import shutil
+
+    from jaxdiff.data.pipeline import load_source
+
+    shutil.copytree(os.path.join(data_dir, "digits"), tmp_path / "digits")
+    (f,) = glob.glob(str(tmp_path / "digits" / "8" / "*" / "digits-train.array_record*"))
+    os.truncate(f, os.path.getsize(f) // 2)  # a copy or a build cut off by a full disk or a kill
+    with pytest.raises(EnvironmentFailure, match=r"the data files of digits split 'train' in .*digits/8/1.0.0 cannot "
+                                                 r"be read \(.*\); they were cut short or damaged: delete .* and run "
+                                                 r"again to rebuild them"):
+        load_source("digits", "train", str(tmp_path), "8")
+
+
+def test_known_environment_failures_end_in_one_line(monkeypatch, capfd):
+    """A full or read-only disk (also where Orbax reports it only in a message), a damaged file, a JAX platform
+    that cannot start: one line on stderr naming the path or setting and what to do, exit status 1; anything else,
+    and everything under --verbose, keeps its traceback."""
+    import errno
+    import logging
+
+    from absl import flags
+
+    from experiments import common
+
+    monkeypatch.setattr(common, "_silence_stderr", lambda: None)
+    monkeypatch.setattr(common, "quiet_echoes", lambda: None)
+    if not flags.FLAGS.is_parsed():
+        flags.FLAGS.mark_as_parsed()
+    orbax = ValueError('RESOURCE_EXHAUSTED: Error writing "ema_params.x/0" in OCDBT database at local file '
+                       '"/w/checkpoints/2.orbax-checkpoint-tmp/state/": Failed to write 842 bytes to file 13: No '
+                       "space left on device [os_error_code='28']")
+    cases = [(orbax, "no space left on the device holding /w/checkpoints/2: free space there"),
+             (OSError(errno.EROFS, "Read-only file system", "/ro/s.npz"), "/ro/s.npz is on read-only storage: "
+                                                                          "write elsewhere (sample / evaluate: --out"),
+             (EnvironmentFailure("the data files of digits split 'train' in /d cannot be read"), "in /d cannot")]
+    for cause, want in cases:
+        def main(argv, cause=cause):
+            raise RuntimeError("the save failed") from cause
+
+        with pytest.raises(SystemExit) as e:
+            common._guarded(main, ["prog"])
+        err = capfd.readouterr().err.strip().splitlines()
+        assert e.value.code == 1 and len(err) == 1 and err[0].startswith("error: ") and want in err[0], err
+    record = logging.LogRecord("absl", logging.ERROR, "/x/orbax/checkpoint/future.py", 1, str(orbax), None, None)
+    assert not common.echo_filter(record)  # Orbax's echo of it is quiet
+    record.pathname = "/x/jaxdiff/training/loop.py"
+    assert common.echo_filter(record)
+
+    def no_platform():
+        raise AssertionError()
+
+    monkeypatch.setenv("JAX_PLATFORMS", "cuda")
+    monkeypatch.setattr(jax, "devices", no_platform)
+    with pytest.raises(SystemExit):
+        common._guarded(lambda argv: no_platform(), ["prog"])
+    (line,) = capfd.readouterr().err.strip().splitlines()
+    assert "JAX cannot start the platform JAX_PLATFORMS=cuda (AssertionError); install its jax plugin" in line
+    monkeypatch.undo()
+    with pytest.raises(KeyError):  # not an environment failure: the traceback
+        common._guarded(lambda argv: {}["x"], ["prog"])
+    monkeypatch.setattr(common, "quiet_echoes", lambda: None)
+    flags.FLAGS["verbose"].value = True  # (no validators: other drivers' flags may be defined)
+    try:
+        with pytest.raises(RuntimeError, match="the save failed"):
+            common._guarded(main, ["prog"])
+    finally:
+        flags.FLAGS["verbose"].value = False

@@ -45,7 +45,23 @@ def load_source(name: str, split: str, data_dir: Optional[str] = None, config: O
     else:
         builder = tfds.builder(name, data_dir=data_dir, file_format="array_record")
     builder.download_and_prepare()
-    return builder.as_data_source(split=split)
+    source = builder.as_data_source(split=split)
+    check_readable(source, f"{name} split {split!r}", builder.data_dir)
+    return source
+
+
+def check_readable(source, what: str, where: str):
+    """Read the first and the last record, so that a data file cut short (a full disk or a killed copy while it
+    was written) or damaged is named with its directory now, not as the record reader's bare error mid-run."""
+    from jaxdiff.errors import EnvironmentFailure
+
+    try:
+        for i in {0, len(source) - 1} if len(source) else ():
+            source[i]
+    except (RuntimeError, OSError, ValueError) as e:
+        raise EnvironmentFailure(f"the data files of {what} in {where} cannot be read ({e}); they were cut short or "
+                                 f"damaged: delete {where} and run again to rebuild them (offline datasets are "
+                                 "prepared again, TFDS datasets downloaded again)") from e
 
 
 class ArraySource:

@@ -50,6 +50,26 @@ def check_writable(directory: str):
                               "--workdir") from None
 
 
+def check_space(directory: str, step: int, state: Any, last: Optional[int]):
+    """Refuse, before Orbax starts writing, a checkpoint the disk has no room for (its arrays' bytes and a
+    margin): one error naming the directory and both figures, instead of a full disk found by Orbax's background
+    writers (hundreds of lines of their tracebacks, and a half-written temporary directory)."""
+    import shutil
+
+    from jaxdiff.errors import EnvironmentFailure
+
+    need = sum(int(np.prod(x.shape)) * np.dtype(x.dtype).itemsize for x in jax.tree_util.tree_leaves(state)
+               if hasattr(x, "shape") and hasattr(x, "dtype"))
+    need = int(need * 1.05) + (1 << 20)  # Orbax's metadata and the meta JSON
+    free = shutil.disk_usage(directory).free
+    if free < need:
+        then = f"training resumes from checkpoint {last}" if last is not None else "training starts again"
+        raise EnvironmentFailure(
+            f"no space for checkpoint {step} in {directory}: it needs about {need / 2**20:.1f} MiB and the device "
+            f"has {free / 2**20:.1f} MiB free; free space there (or keep fewer checkpoints: train.keep_checkpoints, "
+            f"or use another --workdir) and run the same command again: {then}")
+
+
 class Checkpointer:
     """A thin layer over ``ocp.CheckpointManager`` holding a TrainState and a JSON metadata dict."""
 
@@ -93,6 +113,7 @@ class Checkpointer:
                       for x in jax.tree_util.tree_leaves(state))
         # Sharded global arrays are written by all processes together (each its own shards); one-host
         # states are copied to host first (the step donates their device buffers).
+        check_space(self.directory, step, state, self.latest_step())
         state_dict = _drop_empty(flax.serialization.to_state_dict(state if sharded else jax.device_get(state)))
         return self.manager.save(step, args=ocp.args.Composite(
             state=ocp.args.StandardSave(state_dict), meta=ocp.args.JsonSave(meta)), force=True)

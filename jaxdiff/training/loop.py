@@ -16,7 +16,7 @@ from jaxdiff.outputs import make_grid, save_grid
 from jaxdiff.rng import Stream, run_key
 from jaxdiff.training import ema, parallel, writers
 from jaxdiff.training.build import build_optimizer
-from jaxdiff.training.checkpoint import Checkpointer
+from jaxdiff.training.checkpoint import Checkpointer, check_space
 from jaxdiff.training.checks import check_batch, check_steps_per_jit, check_values, parallel_mode
 from jaxdiff.training.restore import init_from, restore_trained, state_template
 from jaxdiff.training.runner import Runner, SkipWatch
@@ -113,6 +113,9 @@ def _train(config, workdir, task, model, pipeline, loss_fn, k, mode, started):
     if c.preflight and step < c.num_steps:  # compile now, refuse a step that cannot fit, before training starts
         runner.preflight(state, runner.feed([prepare(pipeline.batch(step + j), step + j) for j in range(k)]),
                          batch_size=config.optim.batch_size)
+    if step < c.num_steps and jax.process_index() == 0:  # room on the disk for the next checkpoint, before training
+        check_space(ckpt.directory, min(c.num_steps, (step // c.checkpoint_every + 1) * c.checkpoint_every), state,
+                    ckpt.latest_step())
     write_config(config, workdir)  # every check passed and the step compiled: the run is stored
     while step < c.num_steps:
         state, m = runner.step(state, runner.feed([prepare(pipeline.batch(step + j), step + j) for j in range(k)]))

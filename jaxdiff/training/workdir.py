@@ -14,6 +14,7 @@ import os
 import jax
 import ml_collections
 
+from jaxdiff.errors import EnvironmentFailure
 from jaxdiff.training.checkpoint import Checkpointer
 from jaxdiff.training.schema import _paths, check_config, fill_defaults
 
@@ -42,8 +43,8 @@ def load_config(workdir: str) -> ml_collections.ConfigDict:
         with open(path) as f:
             stored = json.load(f)
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ValueError(f"{path} is not a readable config ({e}); it was cut off or edited: restore it from a "
-                         "copy, or train in a new --workdir") from None
+        raise EnvironmentFailure(f"{path} is not a readable config ({e}); it was cut off or edited: restore it "
+                                 "from a copy, or train in a new --workdir") from None
     try:
         return fill_defaults(stored)
     except ValueError as e:
@@ -83,8 +84,8 @@ def listing(workdir: str):
     """What a workdir holds before a run starts: ``None`` when it does not exist, else its entries and its
     checkpoint steps (:func:`undo_failed_start` puts it back). A link to nothing is an error naming its target."""
     if os.path.islink(workdir) and not os.path.exists(workdir):
-        raise ValueError(f"workdir {workdir} is a link to {os.readlink(workdir)}, which does not exist; create the "
-                         "target directory or pass another --workdir")
+        raise EnvironmentFailure(f"workdir {workdir} is a link to {os.readlink(workdir)}, which does not exist; "
+                                 "create the target directory or pass another --workdir")
     if not os.path.isdir(workdir):
         return None
     ckpt = checkpoint_dir(workdir)
