@@ -47,6 +47,8 @@ flags.DEFINE_string("ref_stats", "train", "inception_fid: reference .npz (mu, si
 flags.DEFINE_integer("num_samples", 50_000, "inception_fid: samples generated.")
 flags.DEFINE_integer("chunk_size", 1000, "inception_fid: samples per chunk file (the unit of resuming).")
 flags.DEFINE_integer("seed", 1, "Sampling seed.")
+flags.DEFINE_string("out", None, "Write the metrics to this .json path instead of the workdir's eval/ (e.g. for a "
+                    "workdir on read-only storage); never overwriting.")
 flags.mark_flags_as_required(["workdir"])
 
 
@@ -73,7 +75,8 @@ def main(argv):
         return
     m = evaluate(FLAGS.workdir, FLAGS.samples, FLAGS.sampler, FLAGS.num_steps, FLAGS.vlb, FLAGS.clip_x0,
                  json.loads(FLAGS.options), FLAGS.conditional, FLAGS.guidance_scale,
-                 FLAGS.classifier_workdir, FLAGS.ode_bpd, seed=FLAGS.seed)
+                 FLAGS.classifier_workdir, FLAGS.ode_bpd, seed=FLAGS.seed,
+                 out=FLAGS.out and (FLAGS.out if FLAGS.out.endswith(".json") else FLAGS.out + ".json"))
     print(json.dumps(m, indent=2))
 
 

@@ -3,6 +3,7 @@ non-finite updates are skipped, one trainer per workdir, unwritable checkpoint d
 unreadable newest checkpoint is replaced when its step is saved again, and the drivers name bad flags."""
 
 import glob
+import json
 import os
 
 import jax
@@ -292,13 +293,17 @@ def _read_only(monkeypatch, root):
 
 
 def test_a_read_only_workdir_samples_and_evaluates_elsewhere(trained, tmp_path, monkeypatch):
-    """Restoring for sampling reads only: a trained workdir on read-only storage samples with --out elsewhere,
+    """Restoring for sampling reads only: a trained workdir on read-only storage samples and evaluates with --out
+    elsewhere,
     and a write into it is the named read-only error (not a checkpoint writability check)."""
     from test_readme_commands import run
 
     _read_only(monkeypatch, trained)
     run(["experiments.sample", f"--workdir={trained}", f"--out={tmp_path / 's'}", "--num_samples=4"])
     assert os.path.exists(tmp_path / "s.npz") and os.path.exists(tmp_path / "s.png")
+    run(["experiments.evaluate", f"--workdir={trained}", f"--samples={tmp_path / 's.npz'}", "--novlb",
+         f"--out={tmp_path / 'm'}"])
+    assert "fd" in json.load(open(tmp_path / "m.json"))
     with pytest.raises(OSError, match="Read-only file system"):
         run(["experiments.sample", f"--workdir={trained}", "--num_samples=4"])
 

@@ -30,10 +30,13 @@ from jaxdiff.training.workdir import load_config
 
 def evaluate(workdir, samples_path=None, sampler=None, num_steps=None, vlb=True, clip_x0=None,
              options=None, conditional=False, guidance_scale=1.0, classifier_workdir=None,
-             ode=None, seed: int = 1) -> dict:
+             ode=None, seed: int = 1, out: str | None = None) -> dict:
+    """Sample quality (and test bits/dim) of a trained workdir, written to ``eval/metrics_<sampler>_<steps>.json``
+    in it or to ``out`` (a .json path elsewhere: a workdir on read-only storage evaluates so); never
+    overwriting."""
     config = load_config(workdir)
     if config.task == "autoencoder":
-        return evaluate_reconstruction(workdir)
+        return evaluate_reconstruction(workdir, out)
     config, model, schedule, params, step = restore_trained(workdir)
     sampler = sampler or config.sample.sampler
     num_steps = num_steps or config.sample.num_steps
@@ -104,7 +107,7 @@ def evaluate(workdir, samples_path=None, sampler=None, num_steps=None, vlb=True,
                                                 variance=config.diffusion.variance))
         out = jax.device_get(fn(params, xt))
         m.update({f"test_bpd_{k}": float(np.mean(v)) for k, v in out.items()})
-    m["path"] = save_json(m, os.path.join(workdir, "eval", f"metrics_{sampler}_{num_steps}.json"))
+    m["path"] = save_json(m, out or os.path.join(workdir, "eval", f"metrics_{sampler}_{num_steps}.json"))
     return m
 
 
@@ -116,10 +119,10 @@ def feature_net_name(config) -> str:
     return f"{d.name}_{d.config}"
 
 
-def evaluate_reconstruction(workdir) -> dict:
-    """An autoencoder's test PSNR / SSIM (``eval/reconstruction.json``, never overwritten)."""
+def evaluate_reconstruction(workdir, out: str | None = None) -> dict:
+    """An autoencoder's test PSNR / SSIM (``eval/reconstruction.json`` or ``out``, never overwritten)."""
     m = evaluate_autoencoder(workdir)
-    m["path"] = save_json(m, os.path.join(workdir, "eval", "reconstruction.json"))
+    m["path"] = save_json(m, out or os.path.join(workdir, "eval", "reconstruction.json"))
     return m
 
 
