@@ -28,6 +28,7 @@ def mock_cifar10():
         yield
 
 
+@pytest.mark.e2e  # a config end to end through the drivers: the newest-versions CI pass skips it
 def test_cifar10_smoke_trains_samples_and_evaluates(tmp_path, mock_cifar10, monkeypatch):
     from experiments.configs.cifar10_ddpm import get_config
     from jaxdiff.data.pipeline import load_source

@@ -162,6 +162,7 @@ def test_preconditioned_consistency_meets_the_boundary():
     assert float(jnp.abs(out - x).max()) > 1e-2
 
 
+@pytest.mark.e2e  # a config end to end through the drivers: the newest-versions CI pass skips it
 def test_ict_trains_through_the_loop(tmp_path, data_dir):
     """digits_ict:smoke: consistency training through the loop (the curriculum follows the optimizer step),
     checkpointed, restored and sampled in one and two steps; a wrong schedule is refused before training."""
@@ -209,6 +210,7 @@ def test_train_step_hands_the_ema_and_the_step_to_the_loss():
     assert int(m["seen_step"]) == 6  # the last of the two steps
 
 
+@pytest.mark.e2e  # a config end to end through the drivers: the newest-versions CI pass skips it
 def test_cd_trains_through_the_loop(tmp_path, data_dir):
     """digits_cd:smoke distils a 2-step EDM teacher: the student starts from its weights, trains with the EMA
     as target network, and samples in one step; a teacher on another schedule is refused before training."""

@@ -93,6 +93,7 @@ def v_teacher(tmp_path_factory, data_dir):
     return wd, data_dir
 
 
+@pytest.mark.e2e  # a config end to end through the drivers: the newest-versions CI pass skips it
 def test_rounds_through_the_loop(v_teacher, tmp_path):
     """experiments.distill: rounds 2 -> 1 from a 4-step teacher; each student starts from its teacher's EMA
     params, samples with DDIM on its own trailing grid, and a second call skips the finished rounds."""

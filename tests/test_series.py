@@ -94,6 +94,7 @@ def test_validation_config_lies_inside_the_training_part(data_dir):
                                    rtol=1e-5)
 
 
+@pytest.mark.e2e  # a config end to end through the drivers: the newest-versions CI pass skips it
 def test_builder_and_forecast_end_to_end(tmp_path, data_dir):
     from experiments.configs.series_ddpm import get_config
     from jaxdiff.data import load_source
