@@ -5,6 +5,7 @@ read-only disk) as one line that names the path or setting and what to do; the t
 from __future__ import annotations
 
 import errno
+import os
 import re
 
 
@@ -50,6 +51,8 @@ def describe(e: BaseException) -> str | None:
                                            (errno.EROFS, "Read-only file system")) if word in text), None)
         if code in _DISK:
             path = getattr(x, "filename", None) or _path_in(str(x)) or "the output"
+            if os.path.basename(str(path)).startswith(".") and str(path).endswith(".tmp"):  # the writer's temporary
+                path = os.path.dirname(str(path))
             return _DISK[code].format(path=path)
     return None
 
