@@ -171,6 +171,10 @@ def run_probes(P: Probes):
              sampler="ddim", num_steps=2)
     P.refused("evaluate", "--samples of NaN", "experiments.evaluate", f"--workdir={wd}", "--novlb",
               f"--samples={npz}/nan_samples.npz", match=r"not finite", keep=wd)
+    np.savez(os.path.join(npz, "cut.npz"), samples=np.zeros((64, 8, 8, 1), np.float32), sampler="ddim", num_steps=2)
+    os.truncate(os.path.join(npz, "cut.npz"), os.path.getsize(os.path.join(npz, "cut.npz")) // 2)
+    P.refused("evaluate", "--samples of an .npz cut short", "experiments.evaluate", f"--workdir={wd}", "--novlb",
+              f"--samples={npz}/cut.npz", match=r"cut.npz cannot be read .*cut short", keep=wd)
     flow = P.fresh("flow")
     rc, out, _ = train(flow, config=FLOW)
     assert rc == 0, out[-2000:]
@@ -239,6 +243,11 @@ def run_probes(P: Probes):
                   f"rc {rc} / {rc2}: {message(out2) if rc2 else 'metrics written to ro_m.json'}", s + s2)
             P.refused("disk", "a read-only workdir: sample into it", "experiments.sample", f"--workdir={ro}/run",
                       "--num_samples=4", match=r"read-only storage")
+            before = files(os.path.join(ro, "run"))
+            rc, out, s = train(os.path.join(ro, "run"), "--config.train.num_steps=4")
+            P.row("disk", "train on in a workdir on read-only storage", rc != 0 and re.search(
+                r"[Rr]ead-only", message(out)) is not None and files(os.path.join(ro, "run")) == before,
+                f"rc {rc} in {s:.1f} s: {message(out)}", s)
             subprocess.run(["umount", ro])
         finally:
             subprocess.run(["umount", tiny], capture_output=True)
@@ -261,6 +270,19 @@ def run_probes(P: Probes):
         same = _params(d) == _params(ref)
         P.row("resume", f"{signal.Signals(sig).name} mid-run, then the same command", rc == 0 and same,
               f"rc {rc}: final params {'bitwise equal to' if same else 'DIFFER from'} an uninterrupted run", s)
+    d = P.copy("torn")
+    ckpt = os.path.join(d, "checkpoints", "2")
+    for r, _, ns in os.walk(ckpt):
+        for n in ns:
+            if os.path.getsize(os.path.join(r, n)) > 1000:
+                os.truncate(os.path.join(r, n), 100)
+    rc, out, s = train(d, "--config.train.num_steps=4")
+    P.row("resume", "a torn newest checkpoint, then the same command", rc == 0 and "2" in os.listdir(
+        os.path.join(d, "checkpoints")), f"rc {rc}: {message(out) if rc else 'trained on, step 2 written again'}", s)
+    link = P.fresh("link_ok")
+    os.symlink(P.copy("link_target"), link)
+    rc, out, s = cli("experiments.sample", f"--workdir={link}", "--num_samples=4")
+    P.row("paths", "a symlinked workdir", rc == 0, f"rc {rc}", s)
     d = P.fresh("nonascii_é")
     rc, out, s = train(d)
     P.row("paths", "a non-ASCII workdir path", rc == 0, f"rc {rc}", s)

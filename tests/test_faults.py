@@ -231,6 +231,9 @@ def test_evaluate_refuses_bad_values_and_non_finite_samples(trained, tmp_path):
     np.savez(bad, samples=np.full((4, 8, 8, 1), np.nan, np.float32), sampler="ddim", num_steps=2)
     with pytest.raises(ValueError, match=r"nan.npz: 256 of 256 sample values are not finite"):
         run(["experiments.evaluate", f"--workdir={trained}", f"--samples={bad}", "--novlb"])
+    os.truncate(bad, os.path.getsize(bad) // 2)  # an .npz cut short by a full disk or a kill
+    with pytest.raises(EnvironmentFailure, match=r"nan.npz cannot be read as an .npz of samples .*cut short"):
+        run(["experiments.evaluate", f"--workdir={trained}", f"--samples={bad}", "--novlb"])
 
 
 @pytest.mark.parametrize("name", ["euler", "heun", "ipndm", "dpm_solver"])

@@ -41,8 +41,7 @@ def evaluate(workdir, samples_path=None, sampler=None, num_steps=None, vlb=True,
     sampler = sampler or config.sample.sampler
     num_steps = num_steps or config.sample.num_steps
     if samples_path:
-        with np.load(samples_path) as f:
-            x, sampler, num_steps = f["samples"], str(f["sampler"]), int(f["num_steps"])
+        x, sampler, num_steps = load_samples(samples_path)
     labels = None
     if conditional and samples_path:
         raise ValueError("--conditional generates its own labelled samples; drop --samples")
@@ -109,6 +108,25 @@ def evaluate(workdir, samples_path=None, sampler=None, num_steps=None, vlb=True,
         m.update({f"test_bpd_{k}": float(np.mean(v)) for k, v in out.items()})
     m["path"] = save_json(m, out or os.path.join(workdir, "eval", f"metrics_{sampler}_{num_steps}.json"))
     return m
+
+
+def load_samples(path: str):
+    """``(samples, sampler, num_steps)`` of an ``.npz`` written by experiments.sample; a file that is cut short,
+    not an .npz, or without those arrays is named with what it holds."""
+    import zipfile
+
+    from jaxdiff.errors import EnvironmentFailure
+
+    try:
+        with np.load(path) as f:
+            missing = [k for k in ("samples", "sampler", "num_steps") if k not in f]
+            if missing:
+                raise ValueError(f"{path} has no {missing}; it holds {list(f.keys())}: pass an .npz written by "
+                                 "experiments.sample")
+            return f["samples"], str(f["sampler"]), int(f["num_steps"])
+    except (zipfile.BadZipFile, EOFError, OSError) as e:
+        raise EnvironmentFailure(f"{path} cannot be read as an .npz of samples ({type(e).__name__}: {e}); it was "
+                                 "cut short or is another kind of file: sample again (experiments.sample)") from e
 
 
 def feature_net_name(config) -> str:
