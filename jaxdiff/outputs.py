@@ -95,6 +95,10 @@ def save_new(path: str, write) -> str:
                 i += 1
         _fsync_dir(directory)
         return target
+    except OSError as e:  # a full or read-only disk found while writing: name the output
+        if e.filename is None:
+            e.filename = path
+        raise
     finally:
         os.unlink(tmp)
 

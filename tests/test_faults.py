@@ -325,8 +325,9 @@ def test_outputs_are_written_whole_under_a_fresh_name(tmp_path, monkeypatch):
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(np, "savez_compressed", full)
-    with pytest.raises(OSError, match="No space left"):
+    with pytest.raises(OSError, match="No space left") as e:
         save_npz(path, a=np.zeros(3))
+    assert e.value.filename == path  # the one-line error names the output
     assert os.listdir(tmp_path) == []  # neither the output nor its temporary file
     monkeypatch.undo()
     a, b = save_npz(path, a=np.zeros(3)), save_npz(path, a=np.ones(3))
