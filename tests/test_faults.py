@@ -437,3 +437,19 @@ def test_known_environment_failures_end_in_one_line(monkeypatch, capfd):
             common._guarded(main, ["prog"])
     finally:
         flags.FLAGS["verbose"].value = False
+
+
+def test_a_workdir_whose_only_checkpoint_is_torn_is_named_and_kept(tmp_path):
+    """No older checkpoint to fall back to: one error naming the directory and what to do; nothing is deleted."""
+    from jaxdiff.training.checkpoint import Checkpointer
+
+    ckpt = Checkpointer(str(tmp_path / "checkpoints"), save_every=1, async_save=False)
+    ckpt.save(1, {"w": np.ones(300, np.float32)}, {"data": 1})
+    ckpt.wait()
+    for root, _, names in os.walk(tmp_path / "checkpoints" / "1"):
+        for n in names:
+            os.truncate(os.path.join(root, n), min(20, os.path.getsize(os.path.join(root, n))))
+    with pytest.raises(EnvironmentFailure, match=r"no readable checkpoint in .*checkpoints \(steps \[1\].*move them "
+                                                 r"away to train from the start"):
+        Checkpointer(str(tmp_path / "checkpoints"), read_only=True).restore({"w": np.zeros(300, np.float32)})
+    assert os.path.isdir(tmp_path / "checkpoints" / "1")

@@ -148,7 +148,11 @@ class Checkpointer:
                 restored_sd = {**{k: v for k, v in sd.items() if isinstance(v, dict) and not v}, **restored_sd}
             state = flax.serialization.from_state_dict(target, restored_sd)
             return state, dict(restored["meta"]), s
-        raise FileNotFoundError(f"no readable checkpoint in {self.directory}: {errors}")
+        from jaxdiff.errors import EnvironmentFailure
+
+        raise EnvironmentFailure(
+            f"no readable checkpoint in {self.directory} (steps {steps}: {errors}); they were cut short or damaged: "
+            "restore them from a copy, or move them away to train from the start (nothing is deleted for you)")
 
     def _abstract(self, target, step):
         """The restore target: the target's shapes with its shardings (every process reads its own shards),
