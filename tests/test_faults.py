@@ -304,9 +304,10 @@ def test_a_read_only_workdir_samples_and_evaluates_elsewhere(trained, tmp_path, 
     _read_only(monkeypatch, trained)
     run(["experiments.sample", f"--workdir={trained}", f"--out={tmp_path / 's'}", "--num_samples=4"])
     assert os.path.exists(tmp_path / "s.npz") and os.path.exists(tmp_path / "s.png")
-    run(["experiments.evaluate", f"--workdir={trained}", f"--samples={tmp_path / 's.npz'}", "--novlb",
+    run(["experiments.evaluate", f"--workdir={trained}", f"--samples={tmp_path / 's.npz'}",
          f"--out={tmp_path / 'm'}"])
-    assert "fd" in json.load(open(tmp_path / "m.json"))
+    m = json.load(open(tmp_path / "m.json"))
+    assert "fd" in m and any(k.startswith("test_bpd_") for k in m), sorted(m)  # with the VLB terms
     with pytest.raises(OSError, match="Read-only file system"):
         run(["experiments.sample", f"--workdir={trained}", "--num_samples=4"])
 

@@ -104,8 +104,8 @@ def evaluate(workdir, samples_path=None, sampler=None, num_steps=None, vlb=True,
                                                 prediction=config.diffusion.prediction,
                                                 num_levels=config.data.num_levels,
                                                 variance=config.diffusion.variance))
-        out = jax.device_get(fn(params, xt))
-        m.update({f"test_bpd_{k}": float(np.mean(v)) for k, v in out.items()})
+        terms = jax.device_get(fn(params, xt))
+        m.update({f"test_bpd_{k}": float(np.mean(v)) for k, v in terms.items()})
     m["path"] = save_json(m, out or os.path.join(workdir, "eval", f"metrics_{sampler}_{num_steps}.json"))
     return m
 
