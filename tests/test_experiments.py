@@ -222,8 +222,11 @@ def test_sdedit_driver_and_condition_labels(smoke):
     c, wd, _, _ = smoke
     config, model, schedule, params, _ = restore_trained(wd)
     x = generate(config, model, schedule, params, sampler="ddim", num_steps=3, num_samples=6, batch_size=6, seed=0)
-    near = generate_sdedit(config, model, schedule, params, x, t_start=0.02, sampler="ddim", num_steps=3,
+    near = generate_sdedit(config, model, schedule, params, x, t_start=0.1, sampler="ddim", num_steps=3,
                            batch_size=4)
+    with pytest.raises(ValueError, match="room for one step"):  # 1/T: three steps would repeat a time
+        generate_sdedit(config, model, schedule, params, x, t_start=1.0 / schedule.num_steps, sampler="ddim",
+                        num_steps=3, batch_size=4)
     far = generate_sdedit(config, model, schedule, params, x, t_start=1.0, sampler="ddim", num_steps=3, batch_size=4)
     assert near.shape == x.shape and np.isfinite(far).all()
     assert np.abs(near - x).mean() < 0.5 * np.abs(far - x).mean()

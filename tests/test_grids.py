@@ -62,6 +62,15 @@ def test_bad_grids_are_refused_before_the_model_is_called(name, ts, match):
         samplers.sample(name, model, S.get_schedule("vp"), jnp.ones((2, 3)), jax.random.key(0), ts=jnp.array(ts))
 
 
+@pytest.mark.parametrize("sched,t_max", [(S.get_schedule("linear", num_steps=50), 0.02), (S.get_schedule("vp"), 1e-3)])
+def test_a_t_max_at_the_last_step_leaves_room_for_one_step(sched, t_max):
+    """The last step of a grid ending at 0 starts at 1/T (1e-3 continuous); from there N > 1 steps would repeat
+    a time (SDEdit from t_start = 1/T), refused with what fits."""
+    with pytest.raises(ValueError, match="room for one step.*num_steps=1"):
+        samplers.time_grid(sched, 3, "uniform", t_max, 0.0)
+    np.testing.assert_allclose(samplers.time_grid(sched, 1, "uniform", t_max, 0.0), [t_max, 0.0], rtol=1e-6)
+
+
 def test_neither_num_steps_nor_grid():
     with pytest.raises(ValueError, match="num_steps.*or an explicit decreasing grid ts"):
         samplers.sample("dpmpp_2m", lambda x, t, c=None: x, S.get_schedule("vp"), jnp.ones((2, 3)), None)

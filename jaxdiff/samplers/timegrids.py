@@ -97,6 +97,10 @@ def time_grid(schedule: Schedule, num_steps: int, spacing: str = "uniform", t_ma
         t_min = 1.0 / schedule.num_steps if discrete else 1e-3
         if num_steps == 1:
             return jnp.asarray([t_max, 0.0])
+        if t_max <= t_min:
+            raise ValueError(f"t_max = {t_max:g} leaves room for one step on this schedule (its last step starts at "
+                             f"t = {t_min:g}{' = 1/T' if discrete else ''}), not num_steps = {num_steps}: pass "
+                             f"num_steps=1 or a t_max above {t_min:g}")
     if flow_start:  # lambda(1) = -inf: one step as long as a uniform grid's, then the spacing from there
         if n_pts == 2:
             return jnp.asarray([t_max, t_min] + ([0.0] if append_zero else []))
