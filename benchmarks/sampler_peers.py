@@ -254,7 +254,7 @@ def run_problem(spec, peers_d, peers_k):
                     continue
             row = jaxdiff_row(p, name, opts, sp)
             rows[f"jaxdiff {label}, {sp} grid"] = row
-            if sp == samplers.DEFAULT_SPACING.get(name, "uniform"):
+            if sp == samplers.default_spacing(name):
                 rows[f"jaxdiff {label}, default grid"] = row
     for label, make in peers_d.items():
         rows[f"diffusers {label}"] = diffusers_row(p, make)

@@ -136,7 +136,7 @@ def sampler_options(text: str, sampler: str) -> dict:
     if not isinstance(options, dict):
         raise app.UsageError(f"--options={text!r} must be a JSON object of the sampler's options, e.g. "
                              "'{\"sigma_max\": 80}'")
-    params = inspect.signature(samplers.get_sampler(sampler)).parameters
+    params = inspect.signature(samplers.get_sampler(sampler).fn).parameters
     fixed = {"model_fn", "schedule", "x_T", "key", "num_steps", "prediction", "cond", "ts"}
     allowed = sorted(n for n, p in params.items() if n not in fixed and p.kind == p.KEYWORD_ONLY)
     takes_more = any(p.kind == p.VAR_KEYWORD for p in params.values())

@@ -34,7 +34,7 @@ import numpy as np
 
 from jaxdiff.forward import bcast
 from jaxdiff.rng import Stream, per_example_keys, stream
-from jaxdiff.samplers import DEFAULT_SPACING, get_sampler, prior_sample
+from jaxdiff.samplers import get_sampler, prior_sample
 from jaxdiff.samplers.common import grid
 from jaxdiff.schedules import Schedule
 
@@ -85,7 +85,7 @@ def impute(model_fn: Callable, schedule: Schedule, x_known, mask, key, *, sample
       sampler: any name in ``jaxdiff.samplers.SAMPLERS`` (``options`` go to it).
       num_steps: sampler steps over the whole [t_min, 1] (a multiple of ``jump_length``) on the grid of
         ``time_grid(schedule, num_steps, spacing)`` (integer steps on a discrete schedule); ``spacing``
-        defaults to the sampler's own (``samplers.DEFAULT_SPACING``); or the grid ``ts`` itself.
+        defaults to the sampler's own (``samplers.default_spacing``); or the grid ``ts`` itself.
       resample: RePaint's r: passes over each segment (1 = replacement only).
       jump_length: RePaint's j: steps per segment; each segment is a slice of the grid (:func:`segments`),
         so the sampler visits exactly the times it would visit without imputation.
@@ -99,7 +99,7 @@ def impute(model_fn: Callable, schedule: Schedule, x_known, mask, key, *, sample
             raise ValueError(f"{name} must be an integer >= 1, got {v!r}")
     if ts is None and num_steps % jump_length:
         raise ValueError(f"num_steps={num_steps} must be a multiple of jump_length={jump_length}")
-    ts = grid(schedule, ts=ts, num_steps=num_steps, spacing=spacing or DEFAULT_SPACING.get(sampler, "uniform"),
+    ts = grid(schedule, ts=ts, num_steps=num_steps, spacing=spacing or run.spacing,
               t_min=t_min, dtype=x_known.dtype)
     segs = segments(ts, jump_length)
     mask = jnp.broadcast_to(jnp.asarray(mask, x_known.dtype), x_known.shape)
@@ -235,7 +235,7 @@ def conditional_impute(model_fn: Callable, schedule: Schedule, x_known, mask, ke
     check_mask(x_known, mask)
     _check_missing_if_known(mask, x_known)
     run = get_sampler(sampler)
-    ts = grid(schedule, ts=ts, num_steps=num_steps, spacing=spacing or DEFAULT_SPACING.get(sampler, "uniform"),
+    ts = grid(schedule, ts=ts, num_steps=num_steps, spacing=spacing or run.spacing,
               t_min=t_min, dtype=x_known.dtype)
     mask = jnp.broadcast_to(jnp.asarray(mask, x_known.dtype), x_known.shape)
     cond = {"obs": mask * x_known, "mask": mask}
@@ -257,7 +257,7 @@ def sdedit(model_fn: Callable, schedule: Schedule, x_init, key, *, t_start: floa
     run = get_sampler(sampler)
     if not 0.0 < t_start <= 1.0:
         raise ValueError(f"t_start must be in (0, 1], got {t_start}")
-    ts = grid(schedule, ts=ts, num_steps=num_steps, spacing=spacing or DEFAULT_SPACING.get(sampler, "uniform"),
+    ts = grid(schedule, ts=ts, num_steps=num_steps, spacing=spacing or run.spacing,
               t_max=t_start, t_min=t_min, dtype=x_init.dtype)
     k_noise, k_run = jax.random.split(key)
     eps = jax.random.normal(k_noise, x_init.shape, x_init.dtype) if noise is None else noise

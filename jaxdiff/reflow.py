@@ -28,9 +28,10 @@ def reflow_pairs(model_fn: Callable, schedule, z, *, sampler: str = "dpmpp_2m", 
                  cond: Any = None, **options):
     """``x0`` = the model's ODE solution from ``z`` (noise at t = 1, ``[B, ...]``) by a deterministic
     ``sampler`` with its ``options`` (``num_steps=...``); returns ``(z, x0)``."""
-    if sampler in ("ddpm", "pc", "annealed_langevin", "flow_sde", "dpmpp_2m_sde"):
+    if samplers.get_sampler(sampler).stochastic:
+        allowed = sorted(n for n, r in samplers.SAMPLERS.items() if not r.stochastic)
         raise ValueError(f"reflow pairs need a deterministic sampler (the ODE's coupling); got {sampler!r}; "
-                         "allowed: ddim, euler, heun, dpm_solver, dpmpp_2m, dpmpp_3m, unipc, ode")
+                         f"allowed: {', '.join(allowed)}")
     x0 = samplers.sample(sampler, model_fn, schedule, z, None, prediction=prediction, cond=cond, **options)
     return z, x0
 

@@ -31,7 +31,7 @@ OPTS = {"annealed_langevin": {"n_steps_each": 2}, "ddpm": {}, "pc": {"n_correcto
 def test_a_grid_passed_in_equals_the_grid_built_from_num_steps(name, x64):
     gmm, sched, x_T = _problem()
     opts = OPTS.get(name, {})
-    spacing = samplers.DEFAULT_SPACING.get(name, "uniform")
+    spacing = samplers.default_spacing(name)
     ts = samplers.time_grid(sched, 6, spacing, 1.0, T_MIN)
     a = samplers.sample(name, gmm.model_fn(sched), sched, x_T, jax.random.key(2), num_steps=6, t_min=T_MIN, **opts)
     b = samplers.sample(name, gmm.model_fn(sched), sched, x_T, jax.random.key(2), ts=ts, **opts)
@@ -94,6 +94,38 @@ def test_nfe_counts_the_model_calls(name, opts, sched_name):
     kw = {"num_steps": 5} if sched_name == "vp" else {"num_steps": 5, "t_min": 0.0}
     jax.block_until_ready(samplers.sample(name, model, sched, jnp.ones((2, 3)), jax.random.key(0), **kw, **opts))
     assert len(calls) == samplers.nfe(name, sched, **kw, **opts), (name, opts, sched_name)
+
+
+def test_the_registry_holds_records_and_nothing_switches_on_a_name():
+    """Each record's default spacing is its function's own ``spacing`` default; ``nfe`` is the record's rule
+    (no name branch); the stochastic records are the samplers whose defaults draw noise."""
+    for name, rec in samplers.SAMPLERS.items():
+        assert rec.spacing == inspect.signature(rec.fn).parameters["spacing"].default if name != "ode" else True
+        assert samplers.default_spacing(name) == rec.spacing
+    assert samplers.default_spacing("dpmpp_2m") == "logsnr" and samplers.default_spacing("heun") == "karras"
+    assert "name ==" not in inspect.getsource(samplers.nfe)
+    assert {n for n, r in samplers.SAMPLERS.items() if r.stochastic} == {
+        "ddpm", "pc", "annealed_langevin", "flow_sde", "dpmpp_2m_sde", "dpmpp_2s_ancestral", "consistency"}
+    with pytest.raises(ValueError, match="depends on the solve"):
+        samplers.nfe("ode", S.get_schedule("vp"), num_steps=4)
+
+
+@pytest.mark.parametrize("name,opts", [
+    ("ddpm", {}), ("pc", {}), ("annealed_langevin", {"n_steps_each": 2}), ("flow_sde", {}), ("dpmpp_2m_sde", {}),
+    ("dpmpp_2s_ancestral", {}), ("consistency", {"prediction": "x0"}), ("ddim", {"eta": 1.0}),
+    ("heun", {"S_churn": 10.0})])
+def test_a_sampler_that_draws_noise_refuses_to_run_without_a_key(name, opts):
+    def model(x, t, cond=None):
+        raise AssertionError("must fail before calling the model")
+
+    with pytest.raises(ValueError, match="needs a PRNG key"):
+        samplers.sample(name, model, S.get_schedule("vp"), jnp.ones((2, 3)), None, num_steps=3, **opts)
+    # without noise the same samplers run keyless: DDIM at eta = 0, Heun without churn, one consistency step
+    for name, opts in (("ddim", {}), ("heun", {}), ("consistency", {"num_steps": 1}), ("dpmpp_2s_ancestral",
+                                                                                        {"eta": 0.0})):
+        out = samplers.sample(name, lambda x, t, c=None: 0.1 * x, S.get_schedule("vp"), jnp.ones((2, 3)), None,
+                              **{"num_steps": 3, **opts})
+        assert np.isfinite(np.asarray(out)).all()
 
 
 def test_segments_are_slices_of_the_grid():

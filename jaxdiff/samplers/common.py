@@ -7,6 +7,7 @@ from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from jaxdiff.forward import bcast
 from jaxdiff.parameterization import check_prediction, x0_eps_fn
@@ -116,6 +117,18 @@ def rho(schedule, t):
 def safe_where_zero(sigma_next, x0, x_update):
     """The update, or x0 itself where the step ends at sigma = 0 (the final denoising step)."""
     return jnp.where(bcast(sigma_next == 0, x0), x0, x_update)
+
+
+def require_key(key, sampler: str, why: str = "draws noise at every step"):
+    """A sampler that draws noise refuses ``key=None`` (it never falls back to a fixed key)."""
+    if key is None:
+        raise ValueError(f"{sampler} {why} and needs a PRNG key (jax.random.key(seed) or run_key(seed, "
+                         "Stream.SAMPLE)); got key=None")
+
+
+def nonzero(v) -> bool:
+    """Whether an option such as eta or S_churn is a concrete nonzero value (a traced one counts as nonzero)."""
+    return isinstance(v, jax.core.Tracer) or bool(np.any(np.asarray(v) != 0))
 
 
 def step_key(key, i):

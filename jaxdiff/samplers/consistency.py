@@ -7,7 +7,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxdiff.forward import bcast
-from jaxdiff.samplers.common import finish, grid, prepare, scan_steps, step_key
+from jaxdiff.samplers.common import finish, grid, prepare, require_key, scan_steps, step_key
 
 
 def renoise_grid(schedule, sigmas, *, spacing: str = "uniform", t_max: float = 1.0, t_min=None):
@@ -42,11 +42,13 @@ def sample_consistency(model_fn, schedule, x_T, key, *, num_steps: int | None = 
         ts, num_steps = renoise_grid(schedule, sigmas, spacing=spacing, t_max=t_max, t_min=t_min), None
     den, ts = prepare(model_fn, schedule, x_T, ts=ts, num_steps=num_steps, prediction=prediction, spacing=spacing,
                       t_max=t_max, t_min=t_min, cond=cond)
+    if ts.shape[0] > 2:
+        require_key(key, "consistency", "re-noises between its evaluations (num_steps > 1)")
     end = ts[-1]
     s_min = schedule.sigma(end) / schedule.alpha(end)
     x0, _ = den(x_T, ts[0])
-    if key is None:
-        key = jax.random.key(0)
+    if ts.shape[0] == 2:  # one-step generation: nothing re-noises (the trajectory of no steps is empty)
+        return finish(x0, jnp.zeros((0,) + x0.shape, x0.dtype), return_trajectory)
 
     def step(carry, t, s, i):
         (x0,) = carry

@@ -9,7 +9,7 @@ from jaxdiff.forward import bcast, q_posterior_coefs
 from jaxdiff.guidance import classifier_log_prob_grad
 from jaxdiff.parameterization import to_x0_eps_at
 from jaxdiff.reverse import p_mean, p_variance
-from jaxdiff.samplers.common import finish, prepare, scan_steps, step_key
+from jaxdiff.samplers.common import finish, nonzero, prepare, require_key, scan_steps, step_key
 
 
 def ddim_step(schedule, x, x0, eps, t, s, eta, noise):
@@ -40,6 +40,8 @@ def sample_ddim(model_fn, schedule, x_T, key, *, num_steps: int | None = None, t
       spacing: ``uniform | quadratic | trailing | leading | logsnr | karras``.
     Clip x0 (Ho et al. 2020) with :func:`jaxdiff.parameterization.clip_x0_model_fn` (any sampler).
     """
+    if nonzero(eta):
+        require_key(key, "ddim", "with eta > 0 draws noise")
     den, ts = prepare(model_fn, schedule, x_T, ts=ts, num_steps=num_steps, prediction=prediction, spacing=spacing,
                       t_max=t_max, t_min=t_min, cond=cond)
     eta = jnp.asarray(eta, x_T.dtype)
@@ -72,6 +74,7 @@ def sample_ddpm(model_fn, schedule, x_T, key, *, num_steps: int | None = None, t
         num_steps = getattr(schedule, "num_steps", None)
         if num_steps is None:
             raise ValueError("sample_ddpm: num_steps (or ts) is required for a continuous schedule")
+    require_key(key, "ddpm")
     _, ts = prepare(model_fn, schedule, x_T, ts=ts, num_steps=num_steps, prediction=prediction, spacing=spacing,
                     t_max=t_max, t_min=t_min, cond=cond)
     C = x_T.shape[-1]

@@ -17,6 +17,7 @@ from jaxdiff.samplers.common import (
     finish,
     lam,
     prepare,
+    require_key,
     safe_where_zero,
     scan_steps,
     step_key,
@@ -147,6 +148,7 @@ def sample_dpmpp_2m_sde(model_fn, schedule, x_T, key, *, num_steps: int | None =
     """DPM-Solver++(2M) SDE (Lu et al. 2022b; k-diffusion's midpoint variant): with eta_h = eta h,
     x_s = (sigma_s/sigma_t) e^{-eta_h} x + alpha_s (1 - e^{-h - eta_h}) D + sigma_s sqrt(1 - e^{-2 eta_h}) z,
     D the multistep data prediction. eta = 0 gives DPM-Solver++(2M). NFE = num_steps."""
+    require_key(key, "dpmpp_2m_sde")
     den, ts = prepare(model_fn, schedule, x_T, ts=ts, num_steps=num_steps, prediction=prediction, spacing=spacing,
                       t_max=t_max, t_min=t_min, cond=cond)
     eta = jnp.asarray(eta, x_T.dtype)

@@ -11,7 +11,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxdiff.forward import bcast
-from jaxdiff.samplers.common import check_finite_start, finish, prepare, rho, scan_steps, step_key
+from jaxdiff.samplers.common import check_finite_start, finish, nonzero, prepare, require_key, rho, scan_steps, step_key
 from jaxdiff.samplers.timegrids import zero_noise_at_zero
 
 
@@ -59,6 +59,8 @@ def _run(model_fn, schedule, x_T, key, second_order, num_steps, ts, step_to_zero
             raise ValueError(f"step_to_zero needs num_steps >= 2 (the last step is the one to sigma = 0), got "
                              f"{num_steps}")
         num_steps -= 1
+    if nonzero(churn["S_churn"]):
+        require_key(key, "EDM's Euler / Heun sampler", "with S_churn > 0 draws noise")
     den, ts = prepare(model_fn, schedule, x_T, ts=ts, num_steps=num_steps, finite_start="EDM's Euler / Heun sampler",
                       **grid_kw)
     out = edm_sample(den, schedule, x_T, ts, key, second_order=second_order, return_trajectory=return_trajectory,

@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxdiff.forward import bcast
-from jaxdiff.samplers.common import finish, prepare, safe_where_zero, scan_steps, step_key
+from jaxdiff.samplers.common import finish, prepare, require_key, safe_where_zero, scan_steps, step_key
 
 DIFFUSIONS = ("sigma", "constant", "linear", "sin2")
 
@@ -45,6 +45,7 @@ def sample_flow_sde(model_fn, schedule, x_T, key, *, num_steps: int | None = Non
         raise ValueError(f"unknown diffusion {diffusion!r}; allowed: {list(DIFFUSIONS)}")
     if not diffusion_norm >= 0:
         raise ValueError(f"diffusion_norm must be >= 0, got {diffusion_norm}")
+    require_key(key, "flow_sde")
     den, ts = prepare(model_fn, schedule, x_T, ts=ts, num_steps=num_steps, prediction=prediction,
                       spacing=spacing, t_max=t_max, t_min=t_min, cond=cond)
 

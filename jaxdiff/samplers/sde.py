@@ -6,7 +6,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from jaxdiff.samplers.common import finish, prepare, scan_steps, step_key
+from jaxdiff.samplers.common import finish, prepare, require_key, scan_steps, step_key
 
 
 def _score(den, schedule, x, t):
@@ -41,6 +41,7 @@ def sample_pc(model_fn, schedule, x_T, key, *, num_steps: int | None = None, ts=
     discretization x_t = alpha_{t|s} x_s + G z of the forward SDE (f_i = alpha_{t|s} - 1,
     G_i^2 = sigma^2_{t|s}), which is score_sde's for VP and VE. Returns the last x_mean when
     ``denoise_final`` (score_sde's noise removal). NFE = num_steps (1 + n_corrector_steps)."""
+    require_key(key, "pc")
     den, ts = prepare(model_fn, schedule, x_T, ts=ts, num_steps=num_steps, prediction=prediction,
                       spacing=spacing, t_max=t_max, t_min=t_min, cond=cond)
     snr = jnp.asarray(snr, x_T.dtype)
@@ -77,6 +78,7 @@ def sample_annealed_langevin(model_fn, schedule, x_T, key, *, num_steps: int | N
     if consistent and n_steps_each != 1:
         raise ValueError(f"consistent annealed sampling takes one step per level: n_steps_each=1, got "
                          f"{n_steps_each}; use more levels (num_steps) instead")
+    require_key(key, "annealed_langevin")
     den, ts = prepare(model_fn, schedule, x_T, ts=ts, num_steps=num_steps, prediction=prediction,
                       spacing=spacing, t_max=t_max, t_min=t_min, cond=cond)
     levels = ts[:-1]  # the num_steps noise levels visited

@@ -6,7 +6,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from jaxdiff.samplers.common import finish, prepare, rho, scan_steps, step_key
+from jaxdiff.samplers.common import finish, nonzero, prepare, require_key, rho, scan_steps, step_key
 from jaxdiff.samplers.dpmpp import dpmpp_2s_step
 
 
@@ -40,6 +40,8 @@ def sample_dpmpp_2s_ancestral(model_fn, schedule, x_T, key, *, num_steps: int | 
     """Ancestral DPM-Solver++(2S) (k-diffusion's ``sample_dpmpp_2s_ancestral``) on any schedule: a 2S step to
     rho_down, then noise rho_up (:func:`ancestral_split`), in y = x / alpha. eta = 0 is DPM-Solver++(2S).
     NFE = 2 num_steps (- 1 when the grid ends at sigma = 0)."""
+    if nonzero(eta):
+        require_key(key, "dpmpp_2s_ancestral", "with eta > 0 draws noise")
     den, ts = prepare(model_fn, schedule, x_T, ts=ts, num_steps=num_steps, prediction=prediction, spacing=spacing,
                       t_max=t_max, t_min=t_min, cond=cond)
     if not 0.0 < r < 1.0:

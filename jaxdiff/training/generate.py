@@ -46,12 +46,12 @@ def make_sample_fn(config, model, schedule, *, sampler: str, num_steps: int, num
     traced argument: changing it does not recompile)."""
     ucfg = model.config
     shape = (num_samples,) + (ucfg.image_size,) * ucfg.dims + (ucfg.in_channels,)
-    if config.diffusion.variance == "learned_range" and sampler == "ddpm":
-        options.setdefault("variance", "learned_range")
     sample_fn = samplers.get_sampler(sampler)
+    if config.diffusion.variance == "learned_range" and "variance" in sample_fn.defaults:
+        options.setdefault("variance", "learned_range")  # a sampler that reads the learned variance channels
     if num_steps is None or num_steps < 1:
         raise ValueError(f"num_steps must be >= 1, got {num_steps}")
-    samplers.timegrids.check_steps(schedule, num_steps, options.get("spacing", "uniform"))  # before compiling
+    samplers.timegrids.check_steps(schedule, num_steps, options.get("spacing", sample_fn.spacing))  # before compiling
 
     clip = config.sample.clip_x0 if clip_x0 is None else clip_x0
     if sampler == config.sample.sampler:  # the config's options belong to the config's sampler
@@ -118,7 +118,7 @@ def generate(config, model, schedule, params, *, sampler: str, num_steps: int, n
         bad = np.asarray(labels)[(np.asarray(labels) < 0) | (np.asarray(labels) >= (k or 0))]
         if bad.size:
             raise ValueError(f"unknown labels {bad[:5].tolist()}; allowed: 0..{(k or 0) - 1}")
-    adaptive = sampler == "ode" and stats is not None
+    adaptive = samplers.get_sampler(sampler).nfe is None and stats is not None  # the solve reports its NFE
     if adaptive:
         options["return_nfe"] = True
     fn = make_sample_fn(config, model, schedule, sampler=sampler, num_steps=num_steps,
