@@ -24,9 +24,7 @@ from jaxdiff.reverse import LN2, VARIANCES, p_variance, vdm_decoder_nll, vlb_ter
 from jaxdiff.rng import Stream, per_example_keys, stream
 from jaxdiff.schedules import DiscreteSchedule, Schedule
 
-WEIGHTINGS = ("uniform", "simple", "snr", "min_snr", "edm", "likelihood", "elbo")
 LOSS_TYPES = ("mse", "vlb", "hybrid")
-T_SAMPLINGS = ("uniform", "edm_lognormal", "importance", "logit_normal", "mode")
 
 
 def mean_flat(x):
@@ -116,25 +114,39 @@ def drop_condition(cond, keys, p: float, null_cond=None):
     return one(cond, null_cond)
 
 
+def _snr(schedule, t):
+    return jnp.exp(schedule.logsnr(t))
+
+
+def _edm_weight(cfg, schedule, t):  # Karras et al. 2022: lambda(sigma) = (sigma^2 + sd^2)/(sigma sd)^2 on x0 error
+    sig2 = 1.0 / _snr(schedule, t)
+    return (sig2 + cfg.sigma_data**2) / cfg.sigma_data**2
+
+
+# The eps-space weight w_eps(t) of each weighting, ``(cfg, schedule, t) -> [B]``; "uniform" has none (plain MSE
+# of the model's output, not converted to eps space).
+WEIGHTINGS = {
+    "uniform": None,
+    # L_simple (Ho et al. 2020) in any parameterization; = sigma^2-weighted DSM
+    "simple": lambda cfg, schedule, t: jnp.ones_like(t),
+    "snr": lambda cfg, schedule, t: 1.0 / _snr(schedule, t),  # x0-space MSE
+    # Hang et al. 2023: x0-space weight min(SNR, gamma)
+    "min_snr": lambda cfg, schedule, t: jnp.minimum(_snr(schedule, t), cfg.min_snr_gamma) / _snr(schedule, t),
+    "edm": _edm_weight,
+    # Song et al. 2021b: g(t)^2 on the score error = g^2/sigma^2 on eps error
+    "likelihood": lambda cfg, schedule, t: schedule.sde(t)[1] / schedule.sigma(t) ** 2,
+    # Kingma et al. 2021 eq. 17: -1/2 dlogsnr/dt, t ~ U(0, 1)
+    "elbo": lambda cfg, schedule, t: -0.5 * schedule.dlogsnr_dt(t),
+}
+
+
 def eps_weight(cfg: LossConfig, schedule: Schedule, t):
-    """``w_eps(t)``: the weight on the eps-space squared error for ``cfg.weighting``."""
-    logsnr = schedule.logsnr(t)
-    snr = jnp.exp(logsnr)
-    w = cfg.weighting
-    if w == "simple":  # L_simple (Ho et al. 2020) in any parameterization; = sigma^2-weighted DSM
-        return jnp.ones_like(t)
-    if w == "snr":  # x0-space MSE
-        return 1.0 / snr
-    if w == "min_snr":  # Hang et al. 2023: x0-space weight min(SNR, gamma)
-        return jnp.minimum(snr, cfg.min_snr_gamma) / snr
-    if w == "edm":  # Karras et al. 2022: lambda(sigma) = (sigma^2 + sd^2)/(sigma sd)^2 on x0 error
-        sig2 = 1.0 / snr
-        return (sig2 + cfg.sigma_data**2) / cfg.sigma_data**2
-    if w == "likelihood":  # Song et al. 2021b: g(t)^2 on the score error = g^2/sigma^2 on eps error
-        return schedule.sde(t)[1] / schedule.sigma(t) ** 2
-    if w == "elbo":  # Kingma et al. 2021 eq. 17: -1/2 dlogsnr/dt, t ~ U(0, 1)
-        return -0.5 * schedule.dlogsnr_dt(t)
-    raise ValueError(f"unknown weighting {w!r}")
+    """``w_eps(t)``: the weight on the eps-space squared error for ``cfg.weighting`` (``WEIGHTINGS``)."""
+    fn = WEIGHTINGS.get(cfg.weighting)
+    if fn is None:
+        raise ValueError(f"weighting {cfg.weighting!r} has no eps-space weight; allowed: "
+                         f"{[k for k, v in WEIGHTINGS.items() if v is not None]}")
+    return fn(cfg, schedule, t)
 
 
 def output_factor(prediction: str, alpha, sigma, dalpha=None, dsigma=None):
@@ -204,33 +216,44 @@ class ImportanceSampler:
         return weight_fn(t) / p_t
 
 
-def sample_times(cfg: LossConfig, schedule: Schedule, keys, importance: ImportanceSampler | None = None):
-    """Per-example ``(t, s, step)``: on a grid of T steps, step ~ U{1..T}, t = step/T, s = t - 1/T;
-    else t ~ U(t_min, 1) (or EDM's log-normal sigma mapped through ``t_from_logsnr``, or t from the
-    weighting's own density: ``importance``)."""
+def _normal(keys):
+    return jax.vmap(lambda k: jax.random.normal(stream(k, Stream.TIME)))(keys)
+
+
+def _uniform_times(cfg, schedule, keys, u, importance):
     T = cfg.grid_steps(schedule)
-    u = jax.vmap(lambda k: jax.random.uniform(stream(k, Stream.TIME)))(keys)
-    if cfg.t_sampling == "importance":
-        t = importance.sample(u)
-        return t, t, jnp.zeros_like(t, jnp.int32)
-    if cfg.t_sampling in ("logit_normal", "mode"):
-        if cfg.t_sampling == "mode":
-            t = mode_times(u, cfg.mode_scale)
-        else:
-            n = jax.vmap(lambda k: jax.random.normal(stream(k, Stream.TIME)))(keys)
-            t = logit_normal_times(n, cfg.logit_normal_loc, cfg.logit_normal_scale)
-        t = jnp.clip(t, cfg.t_min, 1.0 - cfg.t_min)
-        return t, t, jnp.zeros_like(t, jnp.int32)
-    if cfg.t_sampling == "edm_lognormal":
-        n = jax.vmap(lambda k: jax.random.normal(stream(k, Stream.TIME)))(keys)
-        log_sigma = cfg.edm_p_mean + cfg.edm_p_std * n
-        t = jnp.clip(schedule.t_from_logsnr(-2 * log_sigma), 0.0, 1.0)
-        return t, t, jnp.zeros_like(t, jnp.int32)
-    if T is not None:
+    if T is not None:  # step ~ U{1..T}, t = step / T, s = t - 1 / T
         step = jnp.minimum(jnp.floor(u * T).astype(jnp.int32) + 1, T)
         return step / T, (step - 1) / T, step
-    t = cfg.t_min + (1 - cfg.t_min) * u
-    return t, t, jnp.zeros_like(t, jnp.int32)
+    return cfg.t_min + (1 - cfg.t_min) * u
+
+
+def _edm_times(cfg, schedule, keys, u, importance):  # EDM's log-normal sigma mapped through t_from_logsnr
+    log_sigma = cfg.edm_p_mean + cfg.edm_p_std * _normal(keys)
+    return jnp.clip(schedule.t_from_logsnr(-2 * log_sigma), 0.0, 1.0)
+
+
+# Each t-sampling ``(cfg, schedule, keys, u, importance) -> t [B]`` (or ``(t, s, step)`` on a grid of steps), with
+# u ~ U[0, 1) per example from the TIME stream.
+T_SAMPLINGS = {
+    "uniform": _uniform_times,
+    "edm_lognormal": _edm_times,
+    "importance": lambda cfg, schedule, keys, u, importance: importance.sample(u),  # t from the weighting's density
+    "logit_normal": lambda cfg, schedule, keys, u, importance: jnp.clip(
+        logit_normal_times(_normal(keys), cfg.logit_normal_loc, cfg.logit_normal_scale), cfg.t_min, 1.0 - cfg.t_min),
+    "mode": lambda cfg, schedule, keys, u, importance: jnp.clip(mode_times(u, cfg.mode_scale), cfg.t_min,
+                                                                1.0 - cfg.t_min),
+}
+
+
+def sample_times(cfg: LossConfig, schedule: Schedule, keys, importance: ImportanceSampler | None = None):
+    """Per-example ``(t, s, step)`` by ``cfg.t_sampling`` (``T_SAMPLINGS``): on a grid of T steps (uniform),
+    step ~ U{1..T}, t = step/T, s = t - 1/T; else t ~ U(t_min, 1) (or EDM's log-normal sigma mapped through
+    ``t_from_logsnr``, SD3's logit-normal or mode times, or t from the weighting's own density:
+    ``importance``), with s = t and step = 0."""
+    u = jax.vmap(lambda k: jax.random.uniform(stream(k, Stream.TIME)))(keys)
+    out = T_SAMPLINGS[cfg.t_sampling](cfg, schedule, keys, u, importance)
+    return out if isinstance(out, tuple) else (out, out, jnp.zeros_like(out, jnp.int32))
 
 
 def masked_mean_flat(v, mask=None):
