@@ -27,8 +27,6 @@ import numpy as np
 
 from jaxdiff.schedules import DiscreteSchedule, Schedule, VPSchedule, alpha_vanishes
 
-SPACINGS = ("uniform", "quadratic", "trailing", "leading", "logsnr", "karras")
-
 
 def default_t_min(schedule: Schedule) -> float:
     """0 where the schedule is finite there (discrete: the last step goes to alpha_bar_0 = 1); 1e-3 for the
@@ -47,22 +45,60 @@ def karras_sigmas(n: int, sigma_min, sigma_max, rho: float = 7.0):
     return (a + ramp * (b - a)) ** rho
 
 
+# Integer steps in 1..T, decreasing, for each spacing that respaces a discrete schedule: (T, n) -> [n]
+DISCRETE_SPACINGS = {
+    "uniform": lambda T, n: np.round(np.linspace(T, 1, n)).astype(int) if n > 1 else np.array([T]),
+    "quadratic": lambda T, n: np.round(1 + (T - 1) * np.linspace(1, 0, n) ** 2).astype(int),
+    "trailing": lambda T, n: np.round(np.arange(T, 0, -T / n)).astype(int),
+    "leading": lambda T, n: (np.arange(0, n) * (T // n) + 1)[::-1],
+}
+
+
 def discrete_steps(T: int, n: int, spacing: str) -> np.ndarray:
     """n integer steps in 1..T, decreasing (respacing a T-step model to n steps)."""
-    if spacing == "uniform":
-        steps = np.round(np.linspace(T, 1, n)).astype(int) if n > 1 else np.array([T])
-    elif spacing == "quadratic":
-        steps = np.round(1 + (T - 1) * np.linspace(1, 0, n) ** 2).astype(int)
-    elif spacing == "trailing":
-        steps = np.round(np.arange(T, 0, -T / n)).astype(int)
-    elif spacing == "leading":
-        steps = (np.arange(0, n) * (T // n) + 1)[::-1]
-    else:
-        raise ValueError(spacing)
+    if spacing not in DISCRETE_SPACINGS:
+        raise ValueError(f"spacing {spacing!r} does not respace a discrete schedule; allowed: "
+                         f"{list(DISCRETE_SPACINGS)}")
+    steps = DISCRETE_SPACINGS[spacing](T, n)
     if len(np.unique(steps)) != n:
         raise ValueError(f"spacing {spacing!r} gives repeated steps for num_steps={n}, T={T}; "
                          "use spacing='uniform' or fewer steps")
     return steps
+
+
+def _linear(schedule, n, t_max, t_min, sigma_max, to_zero):
+    return jnp.linspace(t_max, t_min, n)
+
+
+def _trailing(schedule, n, t_max, t_min, sigma_max, to_zero):
+    if to_zero:  # Lin et al. 2023: t_max (1 - i / N), the last step from t_max / N straight to 0 (the final
+        return t_max * (1.0 - jnp.arange(n) / n)  # denoising step); n points = N steps before the appended 0
+    return _linear(schedule, n, t_max, t_min, sigma_max, to_zero)
+
+
+def _quadratic(schedule, n, t_max, t_min, sigma_max, to_zero):
+    return t_min + (t_max - t_min) * jnp.linspace(1.0, 0.0, n) ** 2
+
+
+def _logsnr(schedule, n, t_max, t_min, sigma_max, to_zero):
+    l0, l1 = schedule.logsnr(jnp.asarray(t_max)), schedule.logsnr(jnp.asarray(t_min))
+    ts = schedule.t_from_logsnr(jnp.linspace(l0, l1, n))
+    return ts.at[0].set(t_max).at[-1].set(t_min)
+
+
+def _karras(schedule, n, t_max, t_min, sigma_max, to_zero):
+    s_hat = lambda t: jnp.exp(-0.5 * schedule.logsnr(jnp.asarray(t)))
+    s_top = s_hat(t_max) if sigma_max is None else jnp.minimum(s_hat(t_max), sigma_max)
+    sig = karras_sigmas(n, s_hat(t_min), s_top)
+    ts = schedule.t_from_logsnr(-2 * jnp.log(sig))
+    ts = ts.at[-1].set(t_min)
+    return ts if sigma_max is not None else ts.at[0].set(t_max)
+
+
+# Each spacing's n decreasing points from t_max to t_min (a final t = 0 is appended after, when ``to_zero``):
+# ``(schedule, n, t_max, t_min, sigma_max, to_zero) -> [n]``
+SPACINGS = {"uniform": _linear, "quadratic": _quadratic, "trailing": _trailing, "leading": _linear,
+            "logsnr": _logsnr, "karras": _karras}
 
 
 def time_grid(schedule: Schedule, num_steps: int, spacing: str = "uniform", t_max: float = 1.0,
@@ -83,7 +119,7 @@ def time_grid(schedule: Schedule, num_steps: int, spacing: str = "uniform", t_ma
     if not 0.0 <= t_min < t_max <= 1.0:
         raise ValueError(f"need 0 <= t_min < t_max <= 1, got t_min={t_min}, t_max={t_max}")
     discrete = isinstance(schedule, DiscreteSchedule)
-    if discrete and spacing in ("uniform", "quadratic", "trailing", "leading") and t_max == 1.0 \
+    if discrete and spacing in DISCRETE_SPACINGS and t_max == 1.0 \
             and t_min == 0.0:
         steps = discrete_steps(schedule.num_steps, num_steps, spacing)
         return jnp.asarray(np.append(steps / schedule.num_steps, 0.0))  # float64 under jax_enable_x64
@@ -108,24 +144,7 @@ def time_grid(schedule: Schedule, num_steps: int, spacing: str = "uniform", t_ma
         rest = time_grid(schedule, n_pts - 2, spacing, t_top, t_min, sigma_max)
         tail = [jnp.zeros(1, rest.dtype)] if append_zero else []
         return jnp.concatenate([jnp.asarray([t_max], rest.dtype), rest] + tail)
-    if spacing == "trailing" and append_zero:  # Lin et al. 2023: t_max (1 - i / N), the last step from t_max / N
-        ts = t_max * (1.0 - jnp.arange(n_pts) / num_steps)  # straight to 0 (the final denoising step)
-    elif spacing in ("uniform", "trailing", "leading"):
-        ts = jnp.linspace(t_max, t_min, n_pts)
-    elif spacing == "quadratic":
-        ts = t_min + (t_max - t_min) * jnp.linspace(1.0, 0.0, n_pts) ** 2
-    elif spacing == "logsnr":
-        l0, l1 = schedule.logsnr(jnp.asarray(t_max)), schedule.logsnr(jnp.asarray(t_min))
-        ts = schedule.t_from_logsnr(jnp.linspace(l0, l1, n_pts))
-        ts = ts.at[0].set(t_max).at[-1].set(t_min)
-    else:  # karras
-        s_hat = lambda t: jnp.exp(-0.5 * schedule.logsnr(jnp.asarray(t)))
-        s_top = s_hat(t_max) if sigma_max is None else jnp.minimum(s_hat(t_max), sigma_max)
-        sig = karras_sigmas(n_pts, s_hat(t_min), s_top)
-        ts = schedule.t_from_logsnr(-2 * jnp.log(sig))
-        ts = ts.at[-1].set(t_min)
-        if sigma_max is None:
-            ts = ts.at[0].set(t_max)
+    ts = SPACINGS[spacing](schedule, n_pts, t_max, t_min, sigma_max, append_zero)
     if append_zero:
         ts = jnp.append(ts, 0.0)
     return ts
