@@ -29,6 +29,8 @@ from jax.scipy.special import erf
 
 from jaxdiff.forward import bcast
 from jaxdiff.rng import Stream, per_example_keys, stream
+from jaxdiff.samplers.edm import pf_ode_step
+from jaxdiff.samplers.timegrids import karras_sigmas
 
 
 def consistency_coefs(sigma, sigma_min: float = 0.002, sigma_data: float = 0.5):
@@ -52,9 +54,8 @@ def consistency_fn(net_fn: Callable, sigma_min: float = 0.002, sigma_data: float
 
 def karras_levels(n: int, sigma_min: float = 0.002, sigma_max: float = 80.0, rho: float = 7.0):
     """The n increasing levels sigma_1 = sigma_min < ... < sigma_n = sigma_max of Karras' grid (the paper's
-    index order)."""
-    i = jnp.arange(n) / max(n - 1, 1)
-    return (sigma_min ** (1 / rho) + i * (sigma_max ** (1 / rho) - sigma_min ** (1 / rho))) ** rho
+    index order): :func:`jaxdiff.samplers.karras_sigmas` reversed."""
+    return karras_sigmas(n, sigma_min, sigma_max, rho)[::-1]
 
 
 def ict_num_levels(step, total_steps: int, s0: int = 10, s1: int = 1280):
@@ -117,10 +118,9 @@ def make_ct_loss(f_apply: Callable, total_steps: int, *, sigma_min: float = 0.00
 
 
 def _levels_dynamic(n, size: int, sigma_min, sigma_max, rho):
-    """Karras' n levels padded to ``size`` entries (n traced): level j = (j / (n - 1)) of the rho-warped span."""
-    j = jnp.arange(size) / jnp.maximum(n - 1, 1)
-    j = jnp.minimum(j, 1.0)
-    return (sigma_min ** (1 / rho) + j * (sigma_max ** (1 / rho) - sigma_min ** (1 / rho))) ** rho
+    """Karras' n levels, increasing, padded to ``size`` entries with sigma_max (n traced)."""
+    j = jnp.minimum(jnp.arange(size) / jnp.maximum(n - 1, 1), 1.0)
+    return karras_sigmas(size, sigma_min, sigma_max, rho, ramp=1.0 - j)
 
 
 def cd_pair(teacher_step: Callable, x0, z, s_i, s_next):
@@ -152,31 +152,11 @@ def make_cd_loss(f_apply: Callable, teacher_step: Callable, levels, *, distance:
 
 
 def euler_step(denoiser: Callable):
-    """The PF-ODE's Euler step sigma -> sigma' (dx/dsigma = (x - D(x, sigma)) / sigma) from a denoiser."""
-    def step(x, s, s_to):
-        d = (x - denoiser(x, s)) / bcast(s, x)
-        return x + bcast(s_to - s, x) * d
-    return step
+    """The PF-ODE's Euler step sigma -> sigma' (dx/dsigma = (x - D(x, sigma)) / sigma) from a denoiser
+    ``D(x, sigma [B])``: the samplers' :func:`~jaxdiff.samplers.edm.pf_ode_step`."""
+    return lambda x, s, s_to: pf_ode_step(denoiser, x, s, s_to, second_order=False)
 
 
 def heun_step(denoiser: Callable):
-    """Heun's second-order step of the PF-ODE (EDM's Algorithm 1 without churn)."""
-    def step(x, s, s_to):
-        d = (x - denoiser(x, s)) / bcast(s, x)
-        x_e = x + bcast(s_to - s, x) * d
-        d2 = (x_e - denoiser(x_e, s_to)) / bcast(s_to, x)
-        return x + bcast(s_to - s, x) * (d + d2) / 2
-    return step
-
-
-def sample_consistency(f: Callable, x_T, key, sigmas, sigma_min: float = 0.002):
-    """One-step (``sigmas = [sigma_max]``) or multistep consistency sampling (Song et al. 2023, Algorithm 1):
-    x0 = f(x_T, sigma_max); then for each later sigma, re-noise x = x0 + sqrt(sigma^2 - sigma_min^2) z and map
-    back, x0 = f(x, sigma). ``x_T`` has std sigma_max (``sigma_max * N(0, I)``)."""
-    sigmas = jnp.asarray(sigmas, x_T.dtype)
-    x0 = f(x_T, jnp.full(x_T.shape[:1], sigmas[0], x_T.dtype))
-    for k in range(1, sigmas.shape[0]):
-        z = jax.random.normal(jax.random.fold_in(key, k), x_T.shape, x_T.dtype)
-        x = x0 + jnp.sqrt(jnp.maximum(sigmas[k] ** 2 - sigma_min**2, 0.0)) * z
-        x0 = f(x, jnp.full(x_T.shape[:1], sigmas[k], x_T.dtype))
-    return x0
+    """Heun's second-order step of the PF-ODE (EDM's Algorithm 1 without churn), the samplers' step."""
+    return lambda x, s, s_to: pf_ode_step(denoiser, x, s, s_to, second_order=True)

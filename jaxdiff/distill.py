@@ -21,16 +21,16 @@ import jax.numpy as jnp
 from jaxdiff.forward import bcast
 from jaxdiff.parameterization import to_x0_eps_at
 from jaxdiff.rng import Stream, per_example_keys, stream
+from jaxdiff.samplers.ddim import ddim_step
 
 STUDENT_PREDICTIONS = ("v", "x0")
 
 
 def ddim_step_x0(schedule, z_t, x0, t, s):
     """The deterministic DDIM step t -> s given the prediction x0: z_s = alpha_s x0 + (sigma_s / sigma_t)(z_t -
-    alpha_t x0)."""
-    a_t, s_t = schedule.alpha(t), schedule.sigma(t)
-    a_s, s_s = schedule.alpha(s), schedule.sigma(s)
-    return bcast(a_s, z_t) * x0 + bcast(s_s / s_t, z_t) * (z_t - bcast(a_t, z_t) * x0)
+    alpha_t x0), the samplers' :func:`~jaxdiff.samplers.ddim.ddim_step` at eta = 0 with eps from (z_t, x0)."""
+    eps = (z_t - bcast(schedule.alpha(t), z_t) * x0) / bcast(schedule.sigma(t), z_t)
+    return ddim_step(schedule, z_t, x0, eps, t, s, 0.0, 0.0)
 
 
 def two_step_target(schedule, teacher_x0: Callable, z_t, t, num_steps: int):

@@ -10,6 +10,8 @@ import numpy as np
 import pytest
 
 from jaxdiff import consistency as cm
+from jaxdiff import samplers
+from jaxdiff.schedules import get_schedule
 
 MU, S, SMIN = 0.3, 0.7, 0.002
 
@@ -43,6 +45,8 @@ def test_boundary_condition_is_exact():
 
 def test_exact_consistency_function_has_zero_cd_loss(x64):
     levels = cm.karras_levels(18, SMIN, 80.0)
+    np.testing.assert_allclose(levels, [(SMIN ** (1 / 7) + i / 17 * (80.0 ** (1 / 7) - SMIN ** (1 / 7))) ** 7
+                                        for i in range(18)], rtol=1e-12)  # Karras eq. 5, increasing
     f_apply = lambda p, x, s: exact_f(x, s) + p
     loss_fn = cm.make_cd_loss(f_apply, exact_step, levels)
     batch = {"x": MU + S * jax.random.normal(jax.random.key(1), (256, 5), jnp.float64)}
@@ -61,8 +65,10 @@ def test_multistep_sampling_of_the_exact_model_is_exact(x64):
     """f maps sigma_max noise (std 80, against the exact sqrt(S^2 + 80^2)) to N(MU, S^2 + sigma_min^2) up to a
     relative 4e-5 in the std, and each re-noised step keeps that distribution exactly."""
     x_T = 80.0 * jax.random.normal(jax.random.key(3), (200_000, 1), jnp.float64)
-    for sigmas in ([80.0], [80.0, 0.8, 0.1]):
-        x = cm.sample_consistency(exact_f, x_T, jax.random.key(4), sigmas, SMIN)
+    sched = get_schedule("edm")  # sigma from 0.002 (t = 0) to 80 (t = 1), alpha = 1
+    model = lambda x, t, cond=None: exact_f(x, sched.sigma(t))
+    for opts in ({"num_steps": 1}, {"sigmas": [0.8, 0.1]}):
+        x = samplers.sample_consistency(model, sched, x_T, jax.random.key(4), prediction="x0", **opts)
         se = S / math.sqrt(len(x))
         assert abs(float(x.mean()) - MU) < 5 * se * math.sqrt(1 + S**2 / 80**2)
         assert abs(float(x.std()) - math.sqrt(S**2 + SMIN**2)) < 5 * S / math.sqrt(2 * len(x))

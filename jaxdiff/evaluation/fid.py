@@ -32,6 +32,7 @@ def frechet_distance(mu1, sigma1, mu2, sigma2) -> float:
 
 
 def fd_of_features(a, b) -> float:
+    """The Frechet distance (FID on Inception features) between two feature sets ``[N, D]`` (float64 fits)."""
     return frechet_distance(*feature_stats(a), *feature_stats(b))
 
 

@@ -14,11 +14,6 @@ import numpy as np
 from jaxdiff.evaluation.fid import feature_stats, frechet_distance
 
 
-def fid_from_features(a, b) -> float:
-    """FID between two feature sets ``[N, D]`` (float64 Gaussian fits)."""
-    return frechet_distance(*feature_stats(a), *feature_stats(b))
-
-
 def fid_from_stats(features, stats: dict) -> float:
     """FID between a feature set and reference statistics ``{"mu", "sigma"}``."""
     mu, sigma = feature_stats(features)

@@ -15,6 +15,24 @@ from jaxdiff.samplers.common import check_finite_start, finish, nonzero, prepare
 from jaxdiff.samplers.timegrids import zero_noise_at_zero
 
 
+def pf_ode_step(D, x, s, s_to, *, second_order: bool, t=None, t_to=None):
+    """One step sigma -> sigma' of the probability-flow ODE dx/dsigma = (x - D(x, sigma)) / sigma in x_hat = x /
+    alpha (Karras et al. 2022, Algorithm 1 / 2 without churn): Euler, or with ``second_order`` Heun's correction,
+    which a scalar sigma' = 0 skips (no evaluation there). ``s``, ``s_to``: scalars or per-example ``[B]``;
+    ``D`` is called at ``t`` / ``t_to`` (default: the sigmas themselves) for a denoiser that takes times."""
+    t, t_to = (s if t is None else t), (s_to if t_to is None else t_to)
+    d = (x - D(x, t)) / bcast(s, x)  # Euler step
+    x_next = x + bcast(s_to - s, x) * d
+    if not second_order:
+        return x_next
+
+    def correct(x_next):  # the 2nd order correction
+        d2 = (x_next - D(x_next, t_to)) / bcast(s_to, x)
+        return x + bcast(s_to - s, x) * 0.5 * (d + d2)
+
+    return jax.lax.cond(s_to > 0, correct, lambda v: v, x_next) if jnp.ndim(s_to) == 0 else correct(x_next)
+
+
 def edm_sample(den, schedule, x_T, ts, key, *, second_order: bool, S_churn=0.0, S_min=0.0,
                S_max=float("inf"), S_noise=1.0, return_trajectory=False):
     """Algorithm 2 over the grid ``ts`` with the denoiser ``den``."""
@@ -34,14 +52,7 @@ def edm_sample(den, schedule, x_T, ts, key, *, second_order: bool, S_churn=0.0, 
             xh = xh + jnp.sqrt(jnp.maximum(s_hat**2 - s_cur**2, 0.0)) * S_noise * z
         else:
             t_hat, s_hat = t_cur, s_cur
-        d = (xh - D(xh, t_hat)) / s_hat  # Euler step.
-        xh_next = xh + (s_next - s_hat) * d
-        if second_order:  # Apply the 2nd order correction (not on the step to sigma = 0: no evaluation there).
-            def correct(xh_next):
-                d2 = (xh_next - D(xh_next, t_next)) / s_next
-                return xh + (s_next - s_hat) * 0.5 * (d + d2)
-
-            xh_next = jax.lax.cond(s_next > 0, correct, lambda v: v, xh_next)
+        xh_next = pf_ode_step(D, xh, s_hat, s_next, second_order=second_order, t=t_hat, t_to=t_next)
         return (schedule.alpha(t_next) * xh_next,)
 
     (x,), traj = scan_steps(step, (x_T,), ts, return_trajectory)

@@ -38,9 +38,11 @@ def zero_noise_at_zero(schedule: Schedule) -> bool:
     return isinstance(schedule, (DiscreteSchedule, VPSchedule))
 
 
-def karras_sigmas(n: int, sigma_min, sigma_max, rho: float = 7.0):
-    """Karras et al. 2022 eq. 5: n sigmas from sigma_max down to sigma_min."""
-    ramp = jnp.linspace(0.0, 1.0, n)
+def karras_sigmas(n: int, sigma_min, sigma_max, rho: float = 7.0, *, ramp=None):
+    """Karras et al. 2022 eq. 5: n sigmas from sigma_max down to sigma_min, (a + u (b - a))^rho with a =
+    sigma_max^(1/rho), b = sigma_min^(1/rho) at u = i / (n - 1); or at the given ``ramp`` u in [0, 1] (a traced
+    level count: consistency training's growing discretisation)."""
+    ramp = jnp.linspace(0.0, 1.0, n) if ramp is None else ramp
     a, b = sigma_max ** (1 / rho), sigma_min ** (1 / rho)
     return (a + ramp * (b - a)) ** rho
 

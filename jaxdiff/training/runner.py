@@ -26,32 +26,27 @@ def _unreplicate(tree):
 
 
 class Runner:
-    """The compiled step of one parallel mode, with how to feed it and read its state back."""
+    """The compiled step of plain ``jit`` (one device), with how to feed it and read its state back; the other
+    parallel modes are subclasses that override what differs (``RUNNERS`` maps ``config.parallel.mode`` to
+    them, so the loop never branches on the mode)."""
 
-    def __init__(self, mode: str, step_fn, make_state, k: int, config):
-        self.mode, self.k, self.n_dev = mode, k, jax.local_device_count()
-        if mode == "mesh":  # jit over a Mesh on global arrays, FSDP-sharded state
-            mesh = parallel.make_mesh(config.parallel.data, config.parallel.fsdp)
-            state_sh = parallel.state_shardings(jax.eval_shape(make_state), mesh)
-            self.make_state = lambda: jax.jit(make_state, out_shardings=state_sh)()
-            spec = jax.sharding.PartitionSpec(None, ("data", "fsdp")) if k > 1 else None
-            self.b_sh = jax.sharding.NamedSharding(mesh, spec) if spec else parallel.batch_sharding(mesh)
-            self.step = jax.jit(step_fn, in_shardings=(state_sh, self.b_sh),
-                                out_shardings=(state_sh, parallel.replicated(mesh)), donate_argnums=(0,))
-        elif mode == "pmap":
-            self.make_state = make_state
-            self.step = jax.pmap(step_fn, axis_name="batch", donate_argnums=(0,))
-        else:
-            self.make_state = make_state
-            self.step = jax.jit(step_fn, donate_argnums=(0,))
+    def __init__(self, step_fn, make_state, k: int, config):
+        self.k, self.n_dev = k, jax.local_device_count()
+        self.make_state = make_state
+        self.step = self.compile_step(step_fn, make_state, config)
+
+    def compile_step(self, step_fn, make_state, config):
+        return jax.jit(step_fn, donate_argnums=(0,))
+
+    def memory_devices(self) -> int:
+        """Devices the state and batch are spread over (CPU devices share the host's memory)."""
+        return 1
 
     def preflight(self, state, batch, batch_size: int | None = None) -> dict | None:
         """Compile the step ahead of time (``.lower().compile()``), log its memory (XLA's memory analysis:
         arguments, outputs, temporaries, code) before the first step runs, refuse a step that cannot fit in the
         device's memory (:func:`check_fits`), and train with that executable. None where the mode (pmap) or
         the backend gives no analysis."""
-        if self.mode == "pmap":
-            return None
         t0 = time.time()
         compiled = self.step.lower(state, batch).compile()
         self.step = compiled
@@ -63,25 +58,71 @@ class Runner:
         log.info("train step compiled in %.1f s; memory per device (MiB): arguments %.1f, outputs %.1f (aliased "
                  "%.1f), temporaries %.1f, code %.1f", time.time() - t0, mib["argument"], mib["output"],
                  mib["alias"], mib["temp"], mib["generated_code"])
-        devices = jax.local_device_count() if self.mode == "mesh" else 1  # CPU devices share the host's memory
-        check_fits(mib, devices, batch_size)
+        check_fits(mib, self.memory_devices(), batch_size)
         return mib
 
     def place(self, state):
-        return _replicate(state, self.n_dev) if self.mode == "pmap" else state
+        return state
 
     def host(self, tree):
-        return _unreplicate(tree) if self.mode == "pmap" else tree
+        return tree
+
+    def stack(self, batches: list[dict]):
+        return jax.tree_util.tree_map(lambda *xs: np.stack(xs), *batches) if self.k > 1 else batches[0]
 
     def feed(self, batches: list[dict]):
-        b = jax.tree_util.tree_map(lambda *xs: np.stack(xs), *batches) if self.k > 1 else batches[0]
-        if self.mode == "pmap":  # [k?, B, ...] -> [dev, k?, B/dev, ...]
-            ax = 1 if self.k > 1 else 0
-            b = jax.tree_util.tree_map(
-                lambda v: np.moveaxis(v.reshape(v.shape[:ax] + (self.n_dev, -1) + v.shape[ax + 1:]), ax, 0), b)
-        elif self.mode == "mesh":  # this process's rows -> global arrays
-            b = parallel.global_batch(b, self.b_sh)
-        return b
+        return self.stack(batches)
+
+
+class PmapRunner(Runner):
+    """``pmap`` over the local devices: a replicated state, the batch split along a leading device axis."""
+
+    def compile_step(self, step_fn, make_state, config):
+        return jax.pmap(step_fn, axis_name="batch", donate_argnums=(0,))
+
+    def preflight(self, state, batch, batch_size: int | None = None) -> dict | None:
+        return None  # pmap's executables give no ahead-of-time analysis here
+
+    def place(self, state):
+        return _replicate(state, self.n_dev)
+
+    def host(self, tree):
+        return _unreplicate(tree)
+
+    def feed(self, batches: list[dict]):  # [k?, B, ...] -> [dev, k?, B/dev, ...]
+        ax = 1 if self.k > 1 else 0
+        return jax.tree_util.tree_map(
+            lambda v: np.moveaxis(v.reshape(v.shape[:ax] + (self.n_dev, -1) + v.shape[ax + 1:]), ax, 0),
+            self.stack(batches))
+
+
+class MeshRunner(Runner):
+    """``jit`` over a ``Mesh`` on global arrays, the state FSDP-sharded by :func:`parallel.state_shardings`."""
+
+    def compile_step(self, step_fn, make_state, config):
+        mesh = parallel.make_mesh(config.parallel.data, config.parallel.fsdp)
+        state_sh = parallel.state_shardings(jax.eval_shape(make_state), mesh)
+        self.make_state = lambda: jax.jit(make_state, out_shardings=state_sh)()
+        spec = jax.sharding.PartitionSpec(None, ("data", "fsdp")) if self.k > 1 else None
+        self.b_sh = jax.sharding.NamedSharding(mesh, spec) if spec else parallel.batch_sharding(mesh)
+        return jax.jit(step_fn, in_shardings=(state_sh, self.b_sh),
+                       out_shardings=(state_sh, parallel.replicated(mesh)), donate_argnums=(0,))
+
+    def memory_devices(self) -> int:
+        return jax.local_device_count()
+
+    def feed(self, batches: list[dict]):  # this process's rows -> global arrays
+        return parallel.global_batch(self.stack(batches), self.b_sh)
+
+
+RUNNERS = {"jit": Runner, "pmap": PmapRunner, "mesh": MeshRunner}
+
+
+def make_runner(mode: str, step_fn, make_state, k: int, config) -> Runner:
+    """The runner of ``config.parallel.mode`` (one of ``RUNNERS``)."""
+    if mode not in RUNNERS:
+        raise ValueError(f"unknown parallel mode {mode!r}; allowed: {sorted(RUNNERS)}")
+    return RUNNERS[mode](step_fn, make_state, k, config)
 
 
 def available_memory(device=None) -> tuple[int | None, str]:
