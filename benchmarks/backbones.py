@@ -57,7 +57,7 @@ def main():
     from recipes import mean_over_seeds
     from stamp import floor_line, quality_cells, quality_fields, stamp, stamp_line, write_markdown
 
-    from jaxdiff.evaluation.workdir import evaluate
+    from jaxdiff.apps.evaluate import evaluate
     from jaxdiff.training.workdir import load_config
 
     runs = [r.split("=", 1) for r in args.run]

@@ -50,7 +50,7 @@ def main():
     from stamp import floor_line, quality_cells, quality_fields, stamp, stamp_line, write_markdown
 
     from jaxdiff import samplers
-    from jaxdiff.evaluation.workdir import evaluate
+    from jaxdiff.apps.evaluate import evaluate
 
     if not os.path.isdir(os.path.join(args.workdir, "checkpoints")):
         raise SystemExit(f"--workdir {args.workdir!r}: expected a trained run (with checkpoints/)")

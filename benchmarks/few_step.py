@@ -67,7 +67,7 @@ def main():
     from recipes import mean_over_seeds
     from stamp import floor_line, quality_cells, quality_fields, stamp, stamp_line, write_markdown
 
-    from jaxdiff.evaluation.workdir import evaluate
+    from jaxdiff.apps.evaluate import evaluate
 
     seeds = [int(s) for s in args.seeds.split(",")]
     names = [n for n, _ in FREE]

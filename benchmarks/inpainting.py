@@ -14,9 +14,9 @@ import time
 
 import numpy as np
 
+from jaxdiff.apps.evaluate import feature_net_name
 from jaxdiff.data.pipeline import default_data_dir
 from jaxdiff.evaluation.evaluate import label_accuracy
-from jaxdiff.evaluation.workdir import feature_net_name
 from jaxdiff.training.build import build_pipeline
 from jaxdiff.training.generate import inpaint_test_images
 from jaxdiff.training.restore import restore_trained

@@ -81,7 +81,7 @@ def main():
           f"{px['sample_s_per_image'] / lt['sample_s_per_image']:.1f}x per sample")
     result = {"timings": t}
     if a.eval:
-        from jaxdiff.evaluation.workdir import evaluate
+        from jaxdiff.apps.evaluate import evaluate
 
         for name, wd in (("pixel", "runs/digits32"), ("latent", "runs/digits32_ldm")):
             m = evaluate(wd, sampler="dpmpp_2m", num_steps=a.steps, vlb=False, ode=False)

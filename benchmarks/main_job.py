@@ -39,7 +39,7 @@ def main():
     from stamp import quality_cells, stamp, stamp_line, write_markdown
 
     from experiments.configs.digits_ddpm import get_config
-    from jaxdiff.evaluation.workdir import evaluate
+    from jaxdiff.apps.evaluate import evaluate
     from jaxdiff.training.loop import train_and_evaluate
 
     command = "python benchmarks/main_job.py " + " ".join(sys.argv[1:])

@@ -32,7 +32,7 @@ def main():
 
     from experiments.configs import digits_ncsn, digits_ncsnv2
     from jaxdiff import samplers
-    from jaxdiff.evaluation.workdir import evaluate
+    from jaxdiff.apps.evaluate import evaluate
     from jaxdiff.training.build import build_schedule
 
     seeds = [int(s) for s in args.seeds.split(",")]

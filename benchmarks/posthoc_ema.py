@@ -49,7 +49,7 @@ def main():
     from recipes import mean_over_seeds
     from stamp import floor_line, quality_cells, quality_fields, stamp, stamp_line, write_markdown
 
-    from jaxdiff.evaluation.workdir import evaluate
+    from jaxdiff.apps.evaluate import evaluate
     from jaxdiff.training import ema
     from jaxdiff.training.restore import write_posthoc_workdir
     from jaxdiff.training.tasks import get_task

@@ -69,7 +69,7 @@ def main():
     import numpy as np
     from stamp import floor_line, quality_cells, quality_fields, stamp, stamp_line, write_markdown
 
-    from jaxdiff.evaluation.workdir import evaluate
+    from jaxdiff.apps.evaluate import evaluate
     from jaxdiff.models.model_fn import model_fn_for
     from jaxdiff.reflow import straightness
     from jaxdiff.rng import Stream, run_key

@@ -6,8 +6,8 @@ and probability-flow-ODE test bits/dim (100 test images) of runs/digits_{vpsde,s
 import json
 import time
 
+from jaxdiff.apps.evaluate import evaluate, ode_bpd_of_test
 from jaxdiff.data import to_float
-from jaxdiff.evaluation.workdir import evaluate, ode_bpd_of_test
 from jaxdiff.training.build import build_pipeline
 from jaxdiff.training.restore import restore_trained
 

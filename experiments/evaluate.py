@@ -6,7 +6,7 @@ test reconstruction PSNR / SSIM.
 
 Writes ``eval/metrics_<sampler>_<steps>.json`` in the workdir (never overwriting) and prints it.
 
-``--metric inception_fid``: the literature's protocol on any image workdir (jaxdiff.evaluation.inception_eval):
+``--metric inception_fid``: the literature's protocol on any image workdir (jaxdiff.apps.inception):
 N samples (default 50,000, resumable chunks), FID Inception features from pytorch-fid's weight file, FID against
 ``--ref_stats`` (an .npz of mu / sigma, e.g. a published one; ``train`` = the workdir's training images, which
 adds KID and precision / recall):
@@ -20,7 +20,7 @@ import json
 from absl import app, flags
 
 from experiments import common
-from jaxdiff.evaluation.workdir import evaluate
+from jaxdiff.apps.evaluate import evaluate
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("workdir", None, "Training workdir.")
@@ -62,7 +62,7 @@ def main(argv):
 
         common.sampler_options(FLAGS.options, FLAGS.sampler or load_config(FLAGS.workdir).sample.sampler)
     if FLAGS.metric == "inception_fid":
-        from jaxdiff.evaluation.inception_eval import evaluate_inception
+        from jaxdiff.apps.inception import evaluate_inception
 
         if not FLAGS.inception_weights:
             raise app.UsageError("--metric inception_fid needs --inception_weights (pytorch-fid's "

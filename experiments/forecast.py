@@ -15,7 +15,7 @@ import json
 from absl import flags
 
 from experiments import common
-from jaxdiff.evaluation.forecasting import forecast
+from jaxdiff.apps.forecast import forecast
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("workdir", None, "Training workdir of a series model.")

@@ -57,7 +57,7 @@ def main(argv):
     del argv
     common.setup()
     if FLAGS.from_diffusers:
-        from jaxdiff.interop.diffusers_unet import restore_diffusers
+        from jaxdiff.apps.diffusers import restore_diffusers
 
         config, model, schedule, params, step = restore_diffusers(FLAGS.from_diffusers)
         name = os.path.basename(os.path.normpath(FLAGS.from_diffusers))

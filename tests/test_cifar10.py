@@ -31,9 +31,9 @@ def mock_cifar10():
 @pytest.mark.e2e  # a config end to end through the drivers: the newest-versions CI pass skips it
 def test_cifar10_smoke_trains_samples_and_evaluates(tmp_path, mock_cifar10, monkeypatch):
     from experiments.configs.cifar10_ddpm import get_config
+    from jaxdiff.apps.evaluate import evaluate
     from jaxdiff.data.pipeline import load_source
     from jaxdiff.evaluation import classifier
-    from jaxdiff.evaluation.workdir import evaluate
     from jaxdiff.training.generate import generate
     from jaxdiff.training.loop import train_and_evaluate
     from jaxdiff.training.restore import restore_trained

@@ -43,7 +43,7 @@ def test_train_checkpoint_resume(smoke):
 
 def test_sample_and_evaluate(smoke):
     c, wd, _, _ = smoke
-    from jaxdiff.evaluation.workdir import evaluate
+    from jaxdiff.apps.evaluate import evaluate
 
     config, model, schedule, params, step = restore_trained(wd)
     assert step == 6

@@ -221,7 +221,7 @@ def test_flow_config_end_to_end(tmp_path, two_step_run):
     """digits_flow:smoke trains a velocity model on the linear path through the generic loop; evaluate samples
     it from t = 1 and reports the flow ODE's bits/dim."""
     from experiments.configs.digits_flow import get_config
-    from jaxdiff.evaluation.workdir import evaluate
+    from jaxdiff.apps.evaluate import evaluate
     from jaxdiff.training.loop import train_and_evaluate
 
     c = two_step_run(get_config("smoke"))

@@ -175,8 +175,9 @@ def test_evaluate_inception_end_to_end(tmp_path, two_step_run):
     """experiments.evaluate --metric inception_fid on a digits workdir with the fixture's random weights and a
     reference .npz: FID equals the formula on the chunks' features; bad weights are named before compiling."""
     from experiments.configs.digits_ddpm import get_config
+    from jaxdiff.apps.inception import evaluate_inception
     from jaxdiff.evaluation import metrics as M
-    from jaxdiff.evaluation.inception_eval import evaluate_inception, read_chunks
+    from jaxdiff.evaluation.inception_eval import read_chunks
     from jaxdiff.training.loop import train_and_evaluate
 
     c = two_step_run(get_config("smoke"))

@@ -130,8 +130,8 @@ def test_patch_gan_runs_through_the_loop(ldm_run):
 
 
 def test_autoencoder_run_stores_scale_factor_and_reports_psnr(ldm_run):
+    from jaxdiff.apps.reconstruction import evaluate_autoencoder
     from jaxdiff.data import to_float
-    from jaxdiff.evaluation.reconstruction import evaluate_autoencoder
     from jaxdiff.training.build import build_pipeline
     from jaxdiff.training.tasks.autoencoder import encode_fn, restore_autoencoder
 

@@ -81,6 +81,41 @@ def test_no_import_cycle_in_jaxdiff():
     assert cycle is None, " -> ".join(cycle)
 
 
+LAYERS = {  # package -> packages it must not import (the library sits below its applications)
+    "jaxdiff.evaluation": ("jaxdiff.training", "jaxdiff.apps"),
+    "jaxdiff.interop": ("jaxdiff.training", "jaxdiff.apps"),
+    "jaxdiff.training": ("jaxdiff.apps", "jaxdiff.evaluation"),
+    "jaxdiff.samplers": ("jaxdiff.training", "jaxdiff.apps", "jaxdiff.evaluation"),
+}
+
+
+def test_the_layers_import_downwards_only():
+    """evaluation/ and interop/ import nothing from training/ (loading a workdir and generating or evaluating
+    from it lives in jaxdiff.apps, above both); training/ does not import evaluation/ or the applications."""
+    graph = import_graph()
+    bad = [(m, n) for m, deps in graph.items() for pkg, banned in LAYERS.items() if m.startswith(pkg + ".")
+           or m == pkg for n in deps if n.startswith(banned)]
+    assert not bad, bad
+
+
+def test_no_seed_arithmetic():
+    """Every key comes from run_key(seed, Stream.X) or a seed sequence (no ``seed + 1``)."""
+    import re
+
+    # Kept, with what changing them would cost: the digits classifier's cached weights define every committed
+    # digits FD, and the fitted AR(1) imputer the committed imputation tables; change them with a re-run.
+    allowed = {"rng.py", os.path.join("evaluation", "classifier.py"), os.path.join("testing", "imputation.py")}
+    found = []
+    for root, _, files in os.walk(PKG):
+        for f in files:
+            if f.endswith(".py") and os.path.relpath(os.path.join(root, f), PKG) not in allowed:
+                path = os.path.join(root, f)
+                for i, line in enumerate(open(path), 1):
+                    if re.search(r"seed \+ \d|PRNGKey\(seed", line):
+                        found.append(f"{os.path.relpath(path, PKG)}:{i}: {line.strip()}")
+    assert not found, found
+
+
 def test_the_walker_finds_a_cycle():
     assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
     assert find_cycle({"a": {"b"}, "b": set()}) is None
@@ -325,7 +360,7 @@ def test_prechange_method_workdir_restores_and_samples(name, tmp_path, data_dir)
 def test_prechange_method_workdir_evaluates(name, tmp_path, data_dir):
     """Each method's workdir written before the task modules evaluates as its kind of model does: sample
     quality (Frechet distance, confidence, balance), reconstruction, or inpainting of test digits."""
-    from jaxdiff.evaluation.workdir import evaluate
+    from jaxdiff.apps.evaluate import evaluate
     from jaxdiff.training.generate import inpaint_test_images
     from jaxdiff.training.restore import restore_trained
 

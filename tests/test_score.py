@@ -58,7 +58,7 @@ def test_score_sde_config_end_to_end(tmp_path, two_step_run):
     """digits_vesde:smoke trains, and evaluate reports the ODE bits/dim next to the FD."""
     from experiments.configs.digits_ncsn import get_config as ncsn_config
     from experiments.configs.digits_vesde import get_config
-    from jaxdiff.evaluation.workdir import evaluate
+    from jaxdiff.apps.evaluate import evaluate
     from jaxdiff.training.loop import train_and_evaluate
 
     c = two_step_run(get_config("smoke,likelihood"))

@@ -72,8 +72,8 @@ def test_validation_config_lies_inside_the_training_part(data_dir):
     before the test part begins, and the forecast fits AR on the validation config's own training part."""
     import ml_collections
 
+    from jaxdiff.apps.forecast import load_windows, training_ends
     from jaxdiff.data import load_source
-    from jaxdiff.evaluation.forecasting import load_windows, training_ends
 
     full = load_source("series", "train", data_dir, config="32_8")
     c = ml_collections.ConfigDict({"data": {"name": "series", "data_dir": data_dir, "config": "32_8_val"},
@@ -97,8 +97,8 @@ def test_validation_config_lies_inside_the_training_part(data_dir):
 @pytest.mark.e2e  # a config end to end through the drivers: the newest-versions CI pass skips it
 def test_builder_and_forecast_end_to_end(tmp_path, data_dir):
     from experiments.configs.series_ddpm import get_config
+    from jaxdiff.apps.forecast import forecast
     from jaxdiff.data import load_source
-    from jaxdiff.evaluation.forecasting import forecast
     from jaxdiff.training.loop import train_and_evaluate
 
     src = load_source("series", "test", data_dir, config="32_8")

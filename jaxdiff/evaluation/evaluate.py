@@ -25,7 +25,7 @@ def sample_quality(samples, train_x, train_y, test_x, test_y, *, num_levels: int
     _, f_tr = clf.predict(params, to_float(train_x, num_levels))
     n = len(test_x)
     fd, fd_lo, fd_hi = bootstrap_fd(f_s, f_te, bootstrap, seed, n=n)
-    floor, fl_lo, fl_hi = bootstrap_fd(f_tr, f_te, bootstrap, seed + 1, n=n)
+    floor, fl_lo, fl_hi = bootstrap_fd(f_tr, f_te, bootstrap, (seed, 1), n=n)  # the floor's own subsets
     conf = p_s.max(-1)
     counts = np.bincount(p_s.argmax(-1), minlength=p_s.shape[-1])
     return {

@@ -36,14 +36,15 @@ def fd_of_features(a, b) -> float:
     return frechet_distance(*feature_stats(a), *feature_stats(b))
 
 
-def bootstrap_fd(a, b, num: int = 200, seed: int = 0, level: float = 0.95, n: int | None = None
+def bootstrap_fd(a, b, num: int = 200, seed: int | tuple = 0, level: float = 0.95, n: int | None = None
                  ) -> tuple[float, float, float]:
     """FD between ``n`` rows of ``a`` (default: ``len(b)``) and all of ``b``, with an interval over
     ``num`` random subsets of ``a`` drawn without replacement.
 
     Resampling with replacement (the plain bootstrap) duplicates points, which shrinks the fitted
     covariance and biases FD upward, so its percentile interval does not even contain the estimate;
-    subsets without replacement keep every draw an honest n-sample FD. Returns (FD of the first n rows,
+    subsets without replacement keep every draw an honest n-sample FD. ``seed``: an int or a tuple of ints
+    (numpy's seed sequence: one stream per use, never seed arithmetic). Returns (FD of the first n rows,
     lower, upper)."""
     rng = np.random.default_rng(seed)  # evaluation only: not part of any jitted computation
     a, b = np.asarray(a), np.asarray(b)

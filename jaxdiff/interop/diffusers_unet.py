@@ -389,39 +389,3 @@ def load_diffusers_unet(directory: str, dtype=np.float32):
         sched["variance"] = "learned_range"
     params = params_from_diffusers(load_state_dict(weights), config, dtype)
     return config, params, sched
-
-
-def run_config(config: UNetConfig, sched: dict, num_samples: int = 64):
-    """A jaxdiff run config (``jaxdiff.training.schema``) for sampling an imported network: its U-Net fields,
-    the scheduler's schedule / prediction / variance / clipping, and DDPM over all T steps with the
-    scheduler's spacing as the default sampler (``experiments.sample --from_diffusers``)."""
-    import dataclasses
-
-    import ml_collections
-
-    from jaxdiff.training.schema import default_config
-
-    c = default_config()
-    for f in dataclasses.fields(config):
-        if f.name in c.model:
-            value = getattr(config, f.name)
-            c.model[f.name] = tuple(value) if isinstance(value, list) else value
-    d = c.diffusion
-    d.schedule, d.num_steps = sched["schedule"], sched["num_steps"]
-    d.schedule_kwargs = ml_collections.ConfigDict(sched["schedule_kwargs"])
-    d.prediction, d.variance = sched["prediction"], sched["variance"]
-    s = c.sample
-    s.sampler, s.num_steps, s.clip_x0 = "ddpm", sched["num_steps"], sched["clip_x0"]
-    s.options = ml_collections.ConfigDict({"spacing": sched["spacing"]})
-    s.num_samples, s.batch_size = num_samples, min(num_samples, 256)
-    return c
-
-
-def restore_diffusers(directory: str):
-    """``(config, model, schedule, params, step=0)`` of a downloaded diffusers checkpoint, as
-    :func:`jaxdiff.training.tasks.restore_trained` gives them for a jaxdiff workdir."""
-    from jaxdiff.training.build import build_schedule
-
-    unet_cfg, params, sched = load_diffusers_unet(directory)
-    config = run_config(unet_cfg, sched)
-    return config, UNet(unet_cfg), build_schedule(config), params, 0

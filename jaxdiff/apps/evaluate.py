@@ -13,9 +13,9 @@ import os
 import jax
 import numpy as np
 
+from jaxdiff.apps.reconstruction import evaluate_autoencoder
 from jaxdiff.data.pipeline import default_data_dir, to_float
 from jaxdiff.evaluation.evaluate import label_accuracy, sample_quality
-from jaxdiff.evaluation.reconstruction import evaluate_autoencoder
 from jaxdiff.likelihood import full_vlb_bpd, ode_bpd
 from jaxdiff.models.model_fn import model_fn_for
 from jaxdiff.outputs import save_json
