@@ -54,8 +54,9 @@ def consistency_fn(net_fn: Callable, sigma_min: float = 0.002, sigma_data: float
 
 def karras_levels(n: int, sigma_min: float = 0.002, sigma_max: float = 80.0, rho: float = 7.0):
     """The n increasing levels sigma_1 = sigma_min < ... < sigma_n = sigma_max of Karras' grid (the paper's
-    index order): :func:`jaxdiff.samplers.karras_sigmas` reversed."""
-    return karras_sigmas(n, sigma_min, sigma_max, rho)[::-1]
+    index order): :func:`jaxdiff.samplers.karras_sigmas` with its ends exchanged, so the ramp runs from sigma_min
+    up (the same levels as reversing it, and bitwise those consistency runs were trained on)."""
+    return karras_sigmas(n, sigma_max, sigma_min, rho)
 
 
 def ict_num_levels(step, total_steps: int, s0: int = 10, s1: int = 1280):
@@ -120,7 +121,7 @@ def make_ct_loss(f_apply: Callable, total_steps: int, *, sigma_min: float = 0.00
 def _levels_dynamic(n, size: int, sigma_min, sigma_max, rho):
     """Karras' n levels, increasing, padded to ``size`` entries with sigma_max (n traced)."""
     j = jnp.minimum(jnp.arange(size) / jnp.maximum(n - 1, 1), 1.0)
-    return karras_sigmas(size, sigma_min, sigma_max, rho, ramp=1.0 - j)
+    return karras_sigmas(size, sigma_max, sigma_min, rho, ramp=j)
 
 
 def cd_pair(teacher_step: Callable, x0, z, s_i, s_next):

@@ -180,6 +180,16 @@ def test_lower_order_final(name, opts, x64):
         samplers.sample(name, model, sched, x_T, None, ts=long, lower_order_final=False, **opts))
 
 
+def test_dpmpp_2m_compiles_one_update_into_its_loop():
+    """DPM-Solver++(2M) takes its first-order first step before the loop and compiles no branch (no 3M, no
+    order switch) into it; 3M keeps its warm-up switch. The lowered 2M program is the smaller."""
+    gmm, sched, x_T = make_problem("vp")
+    lowered = {n: jax.jit(lambda x, n=n: samplers.sample(n, gmm.model_fn(sched), sched, x, None, num_steps=6))
+               .lower(x_T).as_text() for n in ("dpmpp_2m", "dpmpp_3m")}
+    assert "stablehlo.case" not in lowered["dpmpp_2m"] and "stablehlo.case" in lowered["dpmpp_3m"]
+    assert len(lowered["dpmpp_2m"]) < len(lowered["dpmpp_3m"])
+
+
 @pytest.mark.parametrize("order", [2, 3])
 def test_multistep_equals_unipc_predictor(order, x64):
     """Two independent derivations agree: DPM-Solver++(2M)/(3M) = UniP-2/UniP-3 (bh2) without corrector."""

@@ -2,9 +2,10 @@
 
 With lambda = log(alpha / sigma) and h = lambda_s - lambda_t, the exact solution of the probability-flow
 ODE from t to s is x_s = (sigma_s / sigma_t) x_t + sigma_s int e^lambda x0(lambda) dlambda; the multistep
-methods approximate x0(lambda) by the polynomial through the last 1-3 data predictions. Warm-up steps
-(fewer past predictions) take the lower orders, chosen by ``lax.switch`` on the step index, so each step
-runs one formula and compile time does not grow with ``num_steps``.
+methods approximate x0(lambda) by the polynomial through the last 1-3 data predictions. 2M's loop runs one
+update (a first-order step is the 2M update with its history weight 0); 3M's warm-up steps (fewer past
+predictions) take the lower orders, chosen by ``lax.switch`` on the step index, so each step runs one formula
+and compile time does not grow with ``num_steps``.
 """
 
 from __future__ import annotations
@@ -38,12 +39,13 @@ def dpmpp_1_update(schedule, x, t, s, m0):
     return safe_where_zero(schedule.sigma(s), m0, x_s)
 
 
-def dpmpp_2m_update(schedule, x, t, s, m0, m1, h_prev):
+def dpmpp_2m_update(schedule, x, t, s, m0, m1, h_prev, second=True):
     """DPM-Solver++(2M) step t -> s (Lu et al. 2022b, Algorithm 2): with r = h_prev / h,
-    D = (1 + 1/(2r)) x0_t - 1/(2r) x0_prev and x_s = (sigma_s / sigma_t) x - alpha_s (e^-h - 1) D."""
+    D = (1 + 1/(2r)) x0_t - 1/(2r) x0_prev and x_s = (sigma_s / sigma_t) x - alpha_s (e^-h - 1) D; where
+    ``second`` (a bool, may be traced) is false the weight 1/(2r) is 0: the first-order update, no branch."""
     h = _h(schedule, t, s)
-    r = h_prev / h
-    D = (1 + 1 / (2 * r)) * m0 - 1 / (2 * r) * m1
+    w = jnp.where(second, 1 / (2 * (h_prev / h)), 0.0)
+    D = (1 + w) * m0 - w * m1
     x_s = schedule.sigma(s) / schedule.sigma(t) * x - schedule.alpha(s) * jnp.expm1(-h) * D
     return safe_where_zero(schedule.sigma(s), m0, x_s)
 
@@ -120,12 +122,25 @@ def multistep_sample(den, schedule, x_T, ts, order: int, *, high_order_warmup=Fa
 def sample_dpmpp_2m(model_fn, schedule, x_T, key, *, num_steps: int | None = None, ts=None,
                     prediction: str = "eps", spacing: str = "logsnr", t_max: float = 1.0, t_min=None, cond=None,
                     lower_order_final: bool = True, return_trajectory: bool = False):
-    """DPM-Solver++(2M) (Lu et al. 2022b, Algorithm 2): second-order multistep on data predictions; the
-    first step is first order, and with ``lower_order_final`` the last. NFE = num_steps."""
+    """DPM-Solver++(2M) (Lu et al. 2022b, Algorithm 2) in k-diffusion's form: one update per step, r = h_prev /
+    h, D = (1 + 1/(2r)) x0_t - 1/(2r) x0_prev, x_s = (sigma_s / sigma_t) x - alpha_s (e^-h - 1) D, whose weight
+    1/(2r) is 0 on a first-order step (the first, which has no history, and with ``lower_order_final`` the last:
+    :func:`~jaxdiff.samplers.common.step_order`). k-diffusion's ``if old_denoised is None`` is that weight, so
+    the compiled loop holds the one update and no branch (3M's warm-up switch is not in it). The step to
+    sigma = 0 returns x0_t. NFE = num_steps."""
     den, ts = prepare(model_fn, schedule, x_T, ts=ts, num_steps=num_steps, prediction=prediction, spacing=spacing,
                       t_max=t_max, t_min=t_min, cond=cond)
-    return multistep_sample(den, schedule, x_T, ts, 2, lower_order_final=lower_order_final,
-                            return_trajectory=return_trajectory)
+    n = ts.shape[0] - 1
+
+    def step(carry, t, s, i):
+        x, m_prev, h_prev = carry
+        m0, _ = den(x, t)
+        x_s = dpmpp_2m_update(schedule, x, t, s, m0, m_prev, h_prev, step_order(2, i, n, lower_order_final) == 2)
+        return (x_s, m0, _h(schedule, t, s))
+
+    carry = (x_T, jnp.zeros_like(x_T), jnp.ones((), x_T.dtype))  # no history: step 0 is first order
+    (x, *_), traj = scan_steps(step, carry, ts, return_trajectory)
+    return finish(x, traj, return_trajectory)
 
 
 def sample_dpmpp_3m(model_fn, schedule, x_T, key, *, num_steps: int | None = None, ts=None,

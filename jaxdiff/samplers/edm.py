@@ -21,14 +21,15 @@ def pf_ode_step(D, x, s, s_to, *, second_order: bool, t=None, t_to=None):
     which a scalar sigma' = 0 skips (no evaluation there). ``s``, ``s_to``: scalars or per-example ``[B]``;
     ``D`` is called at ``t`` / ``t_to`` (default: the sigmas themselves) for a denoiser that takes times."""
     t, t_to = (s if t is None else t), (s_to if t_to is None else t_to)
-    d = (x - D(x, t)) / bcast(s, x)  # Euler step
-    x_next = x + bcast(s_to - s, x) * d
+    b = lambda v: v if jnp.ndim(v) == 0 else bcast(v, x)  # noqa: E731  (a scalar stays one: the same program)
+    d = (x - D(x, t)) / b(s)  # Euler step
+    x_next = x + b(s_to - s) * d
     if not second_order:
         return x_next
 
     def correct(x_next):  # the 2nd order correction
-        d2 = (x_next - D(x_next, t_to)) / bcast(s_to, x)
-        return x + bcast(s_to - s, x) * 0.5 * (d + d2)
+        d2 = (x_next - D(x_next, t_to)) / b(s_to)
+        return x + b(s_to - s) * 0.5 * (d + d2)
 
     return jax.lax.cond(s_to > 0, correct, lambda v: v, x_next) if jnp.ndim(s_to) == 0 else correct(x_next)
 
