@@ -61,10 +61,5 @@ def _free_compiled_programs():
     yield
     import gc
 
-    from jaxdiff.training import generate
-    from jaxdiff.training.tasks import autoencoder
-
-    for mod in (autoencoder, generate):
-        mod.clear_cache()
     jax.clear_caches()
     gc.collect()

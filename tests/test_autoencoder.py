@@ -48,7 +48,7 @@ def test_import_matches_committed_fixture():
 @pytest.mark.skipif(importlib.util.find_spec("diffusers") is None or importlib.util.find_spec("torch") is None,
                     reason="needs the [interop] extra (torch, diffusers)")
 def test_import_matches_live_diffusers():
-    from jaxdiff.interop.make_vae_fixture import diffusers_vae, run
+    from fixture_makers.make_vae_fixture import diffusers_vae, run
 
     vae = diffusers_vae(seed=3)
     rng = np.random.default_rng(1)

@@ -1,6 +1,6 @@
 """Import of diffusers ``UNet2DModel`` checkpoints and parity of jaxdiff's DDPM / DDIM samplers with diffusers'
 ``DDPMScheduler`` / ``DDIMScheduler``, against the committed fixture written by
-``jaxdiff/interop/make_unet_fixture.py`` (diffusers' own outputs; weights from a seed)."""
+``tests/fixture_makers/make_unet_fixture.py`` (diffusers' own outputs; weights from a seed)."""
 
 import json
 import os
@@ -9,10 +9,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from fixture_makers.make_unet_fixture import CONFIGS
 
 from jaxdiff.interop import diffusers_parity as parity
 from jaxdiff.interop import diffusers_unet as du
-from jaxdiff.interop.make_unet_fixture import CONFIGS
 from jaxdiff.models.unet import UNet, count_params, ddpm_cifar10_config
 from jaxdiff.schedules import get_schedule
 
@@ -200,7 +200,7 @@ def test_load_diffusers_directory(fx, tmp_path):
 
 def test_live_against_diffusers(fx):
     pytest.importorskip("diffusers")
-    from jaxdiff.interop.make_unet_fixture import diffusers_unet, run
+    from fixture_makers.make_unet_fixture import diffusers_unet, run
 
     for name, config in CONFIGS.items():
         model, shapes = diffusers_unet(config)

@@ -7,10 +7,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from fixture_makers.make_inception_fixture import large_image
 
 from jaxdiff.evaluation.inception import FIDInceptionV3, resize_bilinear, resize_matrix, to_inception_input
 from jaxdiff.interop import inception as conv
-from jaxdiff.interop.make_inception_fixture import large_image
 
 FIXTURE = os.path.join(os.path.dirname(__file__), "fixtures", "inception_fid_fixture.npz")
 
@@ -90,7 +90,7 @@ def test_inception_input_and_bad_shapes():
 @pytest.mark.skipif(not __import__("importlib").util.find_spec("pytorch_fid"), reason="needs the [fid] extra")
 def test_live_pytorch_fid_comparison():
     """With pytorch-fid installed (the [fid] extra): its features of fresh images equal the Flax network's."""
-    from jaxdiff.interop.make_inception_fixture import pytorch_fid_features
+    from fixture_makers.make_inception_fixture import pytorch_fid_features
 
     imgs = np.random.default_rng(5).integers(0, 256, (2, 40, 56, 3)).astype(np.uint8)
     ref = pytorch_fid_features(imgs, seed=11)["pool"]

@@ -116,6 +116,33 @@ def test_no_seed_arithmetic():
     assert not found, found
 
 
+def test_no_module_level_cache():
+    """No module of the package keeps compiled functions or restored state between calls: no module-level name
+    bound to an empty dict / list / set (filled later), no functools cache decorator. Callers own what they
+    reuse (JAX's own jit cache aside)."""
+    import ast
+
+    found = []
+    for root, _, files in os.walk(PKG):
+        for f in (f for f in files if f.endswith(".py")):
+            path = os.path.join(root, f)
+            tree = ast.parse(open(path).read())
+            for node in tree.body:
+                value = node.value if isinstance(node, (ast.Assign, ast.AnnAssign)) else None
+                empty = (isinstance(value, (ast.Dict, ast.List, ast.Set)) and not any(
+                    getattr(value, k, None) for k in ("keys", "elts"))) or (
+                    isinstance(value, ast.Call) and getattr(value.func, "id", "") in ("dict", "list", "set")
+                    and not value.args and not value.keywords)
+                if empty:
+                    found.append(f"{os.path.relpath(path, PKG)}:{node.lineno}")
+            for node in ast.walk(tree):
+                for d in getattr(node, "decorator_list", []):
+                    name = ast.unparse(d)
+                    if "lru_cache" in name or name.endswith(("functools.cache", "cache")) and "jit" not in name:
+                        found.append(f"{os.path.relpath(path, PKG)}:{node.lineno}: @{name}")
+    assert not found, found
+
+
 def test_the_walker_finds_a_cycle():
     assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
     assert find_cycle({"a": {"b"}, "b": set()}) is None

@@ -154,11 +154,6 @@ def _free_compiled():
 
     import jax
 
-    from jaxdiff.training import generate
-    from jaxdiff.training.tasks import autoencoder
-
-    for mod in (autoencoder, generate):
-        mod.clear_cache()
     jax.clear_caches()
     gc.collect()
 

@@ -1,11 +1,12 @@
 """jaxdiff's DDPM / DDIM samplers against diffusers' ``DDPMScheduler`` / ``DDIMScheduler`` on the committed
-fixture (``tests/fixtures/diffusers_unet_fixture.npz``, written by :mod:`jaxdiff.interop.make_unet_fixture`):
+fixture (``tests/fixtures/diffusers_unet_fixture.npz``, written by ``tests/fixture_makers/make_unet_fixture.py``):
 the converted network in float64 and the errors of each comparison. Used by ``tests/test_diffusers_unet.py``
 and ``benchmarks/diffusers_parity.py``; needs no torch."""
 
 from __future__ import annotations
 
 import json
+import zlib
 
 import jax
 import jax.numpy as jnp
@@ -13,12 +14,22 @@ import numpy as np
 
 from jaxdiff import samplers
 from jaxdiff.interop import diffusers_unet as du
-from jaxdiff.interop.make_unet_fixture import SEED, random_state_dict
 from jaxdiff.models.unet import UNet
 from jaxdiff.parameterization import clip_x0_model_fn
 from jaxdiff.samplers.common import step_key
 from jaxdiff.samplers.timegrids import time_grid
 from jaxdiff.schedules import get_schedule
+
+SEED = 20200619  # DDPM's arXiv date: the fixture networks' weights come from it
+
+
+def random_state_dict(seed: int, shapes: dict) -> dict:
+    """Random float32 weights of the given shapes, each from its own generator seeded by (seed, crc32(name)),
+    so the PyTorch and the Flax side get the same values without committing them; N(0, 0.2^2) keeps the
+    tiny networks' activations O(1) while every tensor matters."""
+    return {name: (0.2 * np.random.default_rng([seed, zlib.crc32(name.encode())]).standard_normal(shape))
+            .astype(np.float32) for name, shape in sorted(shapes.items())}
+
 
 DDPM_CASES = {"full_small_clip": ("fixed_small", True), "full_large": ("fixed_large", False),
               "n50_small": ("fixed_small", False)}

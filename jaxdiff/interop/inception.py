@@ -10,7 +10,7 @@ an error naming it, before anything is compiled. Reading a ``.pth`` needs torch 
 torch is installed) reads with numpy alone.
 
 :func:`random_state_dict` makes the test fixture's weights from a seed, identically here and beside
-pytorch-fid (``make_inception_fixture.py``), so that no 90 MB file is committed.
+pytorch-fid (``tests/fixture_makers/make_inception_fixture.py``), so that no 90 MB file is committed.
 """
 
 from __future__ import annotations

@@ -1,15 +1,15 @@
-"""Generation drivers: samples (with classifier-free or classifier guidance, latent decoding) and imputation
-from a trained model, each compiled once per settings and reused within a process.
+"""Generation drivers: samples (with classifier-free or classifier guidance, latent decoding), imputation and
+SDEdit from a trained model, each one compiled program over its batches.
 
 ``make_sample_fn`` returns one jitted function of ``(params, key, labels, guidance_scale)``: the model
 function, guidance and the decoder are built inside it, so changing the params, key, labels or scale never
-recompiles, and asking again for the same settings returns the same compiled function.
+recompiles. No compiled function is kept between calls here: a caller that samples with the same settings
+again keeps the function ``make_sample_fn`` gave it (the training loop keeps its grid sampler for the run).
 """
 
 from __future__ import annotations
 
 import functools
-import json
 
 import jax
 import jax.numpy as jnp
@@ -25,17 +25,6 @@ from jaxdiff.parameterization import clip_x0_model_fn
 from jaxdiff.rng import Stream, run_key
 from jaxdiff.training.build import build_pipeline, text_enabled
 from jaxdiff.training.latent import latent_autoencoder, latent_decoder
-
-_COMPILED: dict = {}  # settings -> compiled sampler (explicit: clear_cache() empties it)
-
-
-def clear_cache():
-    _COMPILED.clear()
-
-
-def _settings_key(config, sampler, num_steps, num_samples, clip_x0, classifier_fn, options):
-    return (config.to_json_best_effort(sort_keys=True), sampler, num_steps, num_samples, clip_x0,
-            id(classifier_fn), json.dumps(options, sort_keys=True, default=repr))
 
 
 def make_sample_fn(config, model, schedule, *, sampler: str, num_steps: int, num_samples: int,
@@ -56,10 +45,6 @@ def make_sample_fn(config, model, schedule, *, sampler: str, num_steps: int, num
     clip = config.sample.clip_x0 if clip_x0 is None else clip_x0
     if sampler == config.sample.sampler:  # the config's options belong to the config's sampler
         options = {**config.sample.options.to_dict(), **options}
-    key = _settings_key(config, sampler, num_steps, num_samples, clip, classifier_fn, options)
-    if key in _COMPILED:
-        return _COMPILED[key]
-
     num_classes = config.model.num_classes
     text_on = text_enabled(config)
 
@@ -94,7 +79,6 @@ def make_sample_fn(config, model, schedule, *, sampler: str, num_steps: int, num
         return sample_fn(mf, schedule, x_T, k2, num_steps=num_steps,
                          prediction=config.diffusion.prediction, cond=cond, **options)
 
-    _COMPILED[key] = run
     return run
 
 
@@ -161,22 +145,18 @@ def generate_imputed(config, model, schedule, params, x_known, mask, *, sampler:
     clip = config.sample.clip_x0 if clip_x0 is None else clip_x0
     batch_size = min(batch_size, len(x_known))
     per_example = np.ndim(mask) == x_known.ndim  # a mask per example is batched with x
-    key = ("impute", _settings_key(config, sampler, num_steps, batch_size, clip, None, options), resample,
-           jump_length, per_example)
-    if key not in _COMPILED:
-        @jax.jit
-        def run(params, x, mask, y, key):
-            mf = model_fn_for(model, params)
-            if clip:
-                mf = clip_x0_model_fn(mf, schedule, config.diffusion.prediction, clip)
-            if conditional:
-                return conditional_impute(mf, schedule, x, mask, key, sampler=sampler, num_steps=num_steps,
-                                          prediction=config.diffusion.prediction, label=y, **options)
-            return impute(mf, schedule, x, mask, key, sampler=sampler, num_steps=num_steps, resample=resample,
-                          jump_length=jump_length, prediction=config.diffusion.prediction, cond=y, **options)
 
-        _COMPILED[key] = run
-    run = _COMPILED[key]
+    @jax.jit
+    def run(params, x, mask, y, key):
+        mf = model_fn_for(model, params)
+        if clip:
+            mf = clip_x0_model_fn(mf, schedule, config.diffusion.prediction, clip)
+        if conditional:
+            return conditional_impute(mf, schedule, x, mask, key, sampler=sampler, num_steps=num_steps,
+                                      prediction=config.diffusion.prediction, label=y, **options)
+        return impute(mf, schedule, x, mask, key, sampler=sampler, num_steps=num_steps, resample=resample,
+                      jump_length=jump_length, prediction=config.diffusion.prediction, cond=y, **options)
+
     mask = np.asarray(mask, np.float32)
 
     return _in_batches(x_known, batch_size, seed, lambda x, idx, key: run(
@@ -257,16 +237,13 @@ def generate_sdedit(config, model, schedule, params, x_init, *, t_start: float, 
                          "uint8 images as x / 127.5 - 1)")
     clip = config.sample.clip_x0 if clip_x0 is None else clip_x0
     batch_size = min(batch_size, len(x_init))
-    key = ("sdedit", _settings_key(config, sampler, num_steps, batch_size, clip, None, options), float(t_start))
-    if key not in _COMPILED:
-        @jax.jit
-        def run(params, x, key):
-            mf = model_fn_for(model, params)
-            if clip:
-                mf = clip_x0_model_fn(mf, schedule, config.diffusion.prediction, clip)
-            return sdedit(mf, schedule, x, key, t_start=t_start, sampler=sampler, num_steps=num_steps,
-                          prediction=config.diffusion.prediction, **options)
 
-        _COMPILED[key] = run
-    run = _COMPILED[key]
+    @jax.jit
+    def run(params, x, key):
+        mf = model_fn_for(model, params)
+        if clip:
+            mf = clip_x0_model_fn(mf, schedule, config.diffusion.prediction, clip)
+        return sdedit(mf, schedule, x, key, t_start=t_start, sampler=sampler, num_steps=num_steps,
+                      prediction=config.diffusion.prediction, **options)
+
     return _in_batches(x_init, batch_size, seed, lambda x, idx, k: run(params, x, k))

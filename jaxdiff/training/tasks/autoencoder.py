@@ -6,6 +6,7 @@ config reads (:mod:`jaxdiff.training.latent`).
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 
@@ -88,31 +89,26 @@ def loss(config, model: AutoencoderKL, teacher):
     return loss_fn
 
 
-_COMPILED: dict = {}  # (what, AutoencoderConfig) -> jitted function: compiled once per process and shape
+@functools.partial(jax.jit, static_argnums=0)
+def _reconstruct(model: AutoencoderKL, params, x):
+    return model.apply({"params": params}, x)[0]
 
 
-def clear_cache():
-    """Forget compiled encoders / decoders and restored autoencoders (e.g. after retraining one)."""
-    _COMPILED.clear()
-    _AUTOENCODERS.clear()
+@functools.partial(jax.jit, static_argnums=0)
+def _encode(model: AutoencoderKL, params, x):
+    return model.apply({"params": params}, x, method=AutoencoderKL.encode)
 
 
 def reconstruct_fn(model: AutoencoderKL):
-    """jitted ``fn(params, x) -> decode(mean of q(z|x))`` (one per autoencoder config in a process)."""
-    key = ("reconstruct", model.config)
-    if key not in _COMPILED:
-        _COMPILED[key] = jax.jit(lambda p, x: model.apply({"params": p}, x)[0])
-    return _COMPILED[key]
+    """jitted ``fn(params, x) -> decode(mean of q(z|x))``: one compiled program per autoencoder (a static
+    argument of JAX's own jit cache, keyed by the module's config) and input shape."""
+    return functools.partial(_reconstruct, model)
 
 
 def encode_fn(model: AutoencoderKL, params):
-    """``fn(x) -> (mean, logvar)`` of q(z|x); the params are an argument of the jitted function (one per
-    autoencoder config in a process), not constants compiled into it."""
-    key = ("encode", model.config)
-    if key not in _COMPILED:
-        _COMPILED[key] = jax.jit(lambda p, x: model.apply({"params": p}, x, method=AutoencoderKL.encode))
-    enc = _COMPILED[key]
-    return lambda x: enc(params, x)
+    """``fn(x) -> (mean, logvar)`` of q(z|x); the params are an argument of the jitted function (one program per
+    autoencoder and input shape), not constants compiled into it."""
+    return functools.partial(_encode, model, params)
 
 
 def grid_fn(model: AutoencoderKL, images):
@@ -131,20 +127,11 @@ def latent_scale(model: AutoencoderKL, params, images, batch_size: int = 256) ->
     return scale_factor(z)
 
 
-_AUTOENCODERS: dict = {}  # (abspath, step, checkpoint mtime) -> restored autoencoder
-
-
-
-
 def restore_autoencoder(workdir: str, step: int | None = None):
     """``(model, ema_params, scale_factor, step, config)`` of a trained autoencoder. The scale factor is the
     one stored with its final checkpoint (computed from its training latents when the checkpoint holds
-    none, e.g. a run stopped early). Cached per process by path, step and the checkpoints' mtime."""
+    none, e.g. a run stopped early). Read from disk at every call: a caller that needs it often keeps it."""
     workdir = os.path.abspath(workdir)
-    ckpt = os.path.join(workdir, "checkpoints")
-    cache_key = (workdir, step, os.path.getmtime(ckpt) if os.path.isdir(ckpt) else None)
-    if cache_key in _AUTOENCODERS:
-        return _AUTOENCODERS[cache_key]
     config = load_config(workdir)
     if config.task != "autoencoder":
         raise ValueError(f"{workdir} holds a {config.task} run, not an autoencoder (config.task)")
@@ -158,9 +145,7 @@ def restore_autoencoder(workdir: str, step: int | None = None):
         scale = latent_scale(model, params, to_float(pipe.all_images(), config.data.num_levels))
         log.info("checkpoint %d of %s holds no scale factor; computed %.5f from its training latents",
                  step, workdir, scale)
-    out = model, params, float(scale), step, config
-    _AUTOENCODERS[cache_key] = out
-    return out
+    return model, params, float(scale), step, config
 
 
 def _prepare(config):

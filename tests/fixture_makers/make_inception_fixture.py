@@ -3,7 +3,7 @@ Inception weights made from a seed (:func:`jaxdiff.interop.inception.random_stat
 network is checked against pytorch-fid without committing its 90 MB weight file. Needs the ``[fid]`` extra
 (pytorch-fid, torch 2.14.1, torchvision 0.29.1); run once:
 
-    pip install -e ".[fid]" && python -m jaxdiff.interop.make_inception_fixture
+    pip install -e ".[fid]" && python tests/fixture_makers/make_inception_fixture.py
 
 The file holds the seed, two 32x32 images (uint8; a 333x310 one comes from :func:`large_image`: the resize to
 299 is part of what is checked, up and down) and

@@ -2,7 +2,8 @@
 ``AutoencoderKL`` (tiny config), its state dict, inputs, and diffusers' encoder mean / log-variance and
 decoder outputs. Needs the ``[interop]`` extra (torch, diffusers).
 
-    pip install -e ".[interop]" && python -m jaxdiff.interop.make_vae_fixture tests/fixtures/autoencoder_kl_tiny.npz
+    pip install -e ".[interop]"
+    python tests/fixture_makers/make_vae_fixture.py tests/fixtures/autoencoder_kl_tiny.npz
 """
 
 import sys

@@ -5,7 +5,7 @@ learned variance, class embedding, symmetric down-sampling padding), their outpu
 they come from a seed (:func:`random_state_dict`), the shapes from the stored config. Needs the ``[interop]``
 extra (torch, diffusers); run once:
 
-    pip install -e ".[interop]" && python -m jaxdiff.interop.make_unet_fixture
+    pip install -e ".[interop]" && python tests/fixture_makers/make_unet_fixture.py
 
 Stored (NHWC arrays): ``<name>/config`` (JSON), ``<name>/shapes`` (JSON), ``<name>/x``, ``<name>/j`` (diffusers
 step indices), ``<name>/labels``, ``<name>/out`` (float32 outputs); ``ddim/<spacing>_clip<0|1>/traj`` ([N + 1, B,
@@ -18,11 +18,11 @@ from __future__ import annotations
 import json
 import math
 import sys
-import zlib
 
 import numpy as np
 
-SEED = 20200619  # DDPM's arXiv date
+from jaxdiff.interop.diffusers_parity import SEED, random_state_dict
+
 CONFIGS = {
     "ddpm": dict(sample_size=8, in_channels=3, out_channels=3, block_out_channels=(8, 16), layers_per_block=1,
                  down_block_types=("DownBlock2D", "AttnDownBlock2D"), up_block_types=("AttnUpBlock2D", "UpBlock2D"),
@@ -34,14 +34,6 @@ CONFIGS = {
                 attention_head_dim=4, num_class_embeds=5, downsample_padding=1, flip_sin_to_cos=True, freq_shift=0),
 }
 DDIM_STEPS = 10
-
-
-def random_state_dict(seed: int, shapes: dict) -> dict:
-    """Random float32 weights of the given shapes, each from its own generator seeded by (seed, crc32(name)),
-    so the PyTorch and the Flax side get the same values without committing them; N(0, 0.2^2) keeps the
-    tiny networks' activations O(1) while every tensor matters."""
-    return {name: (0.2 * np.random.default_rng([seed, zlib.crc32(name.encode())]).standard_normal(shape))
-            .astype(np.float32) for name, shape in sorted(shapes.items())}
 
 
 def diffusers_unet(config: dict, seed: int = SEED):
