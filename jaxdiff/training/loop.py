@@ -117,35 +117,37 @@ def _train(config, workdir, task, model, pipeline, loss_fn, k, mode, started):
         check_space(ckpt.directory, min(c.num_steps, (step // c.checkpoint_every + 1) * c.checkpoint_every), state,
                     ckpt.latest_step())
     write_config(config, workdir)  # every check passed and the step compiled: the run is stored
-    while step < c.num_steps:
-        state, m = runner.step(state, runner.feed([prepare(pipeline.batch(step + j), step + j) for j in range(k)]))
-        if not started:
-            started.append(step)
-        step += k
-        bar.update(k)
-        final = step == c.num_steps
-        watch.add(runner.host(m)["finite"], step, flush=step % c.log_every < k or final)
-        if step % c.log_every < k or final:
-            metrics = {key: float(v) for key, v in jax.device_get(runner.host(m)).items()}
-            history.append((step, metrics["loss"]))
-            metrics["steps_per_sec"] = rate = (step - last_log) / max(time.time() - t0, 1e-9)
-            writer.write_scalars(step, metrics)
-            bar.set_postfix(loss=f"{metrics['loss']:.4f}", sps=f"{rate:.1f}")
-            t0, last_log = time.time(), step
-        if step % c.checkpoint_every == 0 or final:
-            meta = {"step": step, "data": pipeline.position(step), "seed": config.seed}
-            if final:
-                meta.update(task.final_meta(config, model, pipeline, runner.host(state).ema_params))
-            ckpt.save(step, runner.host(state), meta, force=final)
-        if snaps is not None and (step % snaps.save_every == 0 or final):
-            snaps.save(step, runner.host(state).posthoc, ema.snapshot_meta(sigma_rels, step), force=True)
-        if step % c.sample_every < k or final:
-            write_samples(step)
-    bar.close()
-    ckpt.close()
-    if snaps is not None:
-        snaps.close()
-    writer.close()
+    try:  # a run that stops with an error still finishes the checkpoint it is writing
+        while step < c.num_steps:
+            state, m = runner.step(state, runner.feed([prepare(pipeline.batch(step + j), step + j) for j in range(k)]))
+            if not started:
+                started.append(step)
+            step += k
+            bar.update(k)
+            final = step == c.num_steps
+            watch.add(runner.host(m)["finite"], step, flush=step % c.log_every < k or final)
+            if step % c.log_every < k or final:
+                metrics = {key: float(v) for key, v in jax.device_get(runner.host(m)).items()}
+                history.append((step, metrics["loss"]))
+                metrics["steps_per_sec"] = rate = (step - last_log) / max(time.time() - t0, 1e-9)
+                writer.write_scalars(step, metrics)
+                bar.set_postfix(loss=f"{metrics['loss']:.4f}", sps=f"{rate:.1f}")
+                t0, last_log = time.time(), step
+            if step % c.checkpoint_every == 0 or final:
+                meta = {"step": step, "data": pipeline.position(step), "seed": config.seed}
+                if final:
+                    meta.update(task.final_meta(config, model, pipeline, runner.host(state).ema_params))
+                ckpt.save(step, runner.host(state), meta, force=final)
+            if snaps is not None and (step % snaps.save_every == 0 or final):
+                snaps.save(step, runner.host(state).posthoc, ema.snapshot_meta(sigma_rels, step), force=True)
+            if step % c.sample_every < k or final:
+                write_samples(step)
+    finally:
+        bar.close()
+        ckpt.close()
+        if snaps is not None:
+            snaps.close()
+        writer.close()
     metrics["skipped_total"] = int(jax.device_get(runner.host(state).skipped))
     if metrics["skipped_total"]:
         log.warning("%d of %d steps were skipped for a non-finite loss, gradient or update",

@@ -49,7 +49,8 @@ def restore(workdir: str, step: int | None = None, product: str | None = None):
         raise ValueError(f"{workdir} holds {_a(config.task)} run, not {_a(product)} model (config.task); "
                          + HOW_TO_TRAIN[product])
     model = t.model(config)
-    state, meta, step = restore_state(workdir, state_template(config, t, model), step)
+    abstract = jax.eval_shape(lambda: state_template(config, t, model))  # shapes only: nothing is initialised
+    state, meta, step = restore_state(workdir, abstract, step)
     return config, model, state.ema_params, meta, step
 
 

@@ -136,7 +136,8 @@ def restore_autoencoder(workdir: str, step: int | None = None):
     if config.task != "autoencoder":
         raise ValueError(f"{workdir} holds a {config.task} run, not an autoencoder (config.task)")
     model = build_autoencoder(config)
-    template = create_train_state(init_params(config, model), build_optimizer(config), config.seed)
+    template = jax.eval_shape(lambda: create_train_state(init_params(config, model), build_optimizer(config),
+                                                         config.seed))  # shapes only: nothing is initialised
     state, meta, step = restore_state(workdir, template, step)
     params = autoencoder_params(state.ema_params)
     scale = meta.get("scale_factor")
