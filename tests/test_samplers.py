@@ -413,3 +413,74 @@ def test_ddpm_learned_variance_channels(x64):
         a = samplers.sample_ddpm(learned, sched, x_T, jax.random.key(4), variance="learned_range")
         b = samplers.sample_ddpm(base, sched, x_T, jax.random.key(4), variance=variance)
         np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-9)
+
+
+def _self_conditioned(gmm, sched):
+    """A stateful model whose output depends on its state, the previous step's x0 estimate (as a
+    self-conditioned network at sampling time): eps = eps*(x, t) + 0.3 tanh(x0_prev)."""
+    eps_true = gmm.model_fn(sched)
+
+    def fn(x, t, cond, prev):
+        eps = eps_true(x, t, cond) + 0.3 * jnp.tanh(prev)
+        a, s = sched.alpha(t)[:, None], sched.sigma(t)[:, None]
+        return eps, (x - s * eps) / a
+
+    return samplers.StatefulModel(fn, jnp.zeros_like)
+
+
+def test_a_stateful_model_advances_once_per_step(x64):
+    """DDIM and Heun with a state-carrying model equal Python loops that feed each step the x0 estimate of
+    the previous step's first evaluation (Heun's second evaluation sees the same state as its first)."""
+    from jaxdiff.samplers.ddim import ddim_step
+    from jaxdiff.samplers.edm import pf_ode_step
+
+    gmm, sched, x_T = make_problem("vp")
+    sm = _self_conditioned(gmm, sched)
+    ts = jnp.array([1.0, 0.7, 0.4, 0.2, 0.05, 0.0], jnp.float64)
+    B = x_T.shape[0]
+    call = lambda x, t, prev: sm.fn(x, jnp.full((B,), t), None, prev)  # noqa: E731
+
+    x, prev = x_T, sm.init(x_T)
+    for t, s in zip(ts[:-1], ts[1:]):
+        eps, new = call(x, t, prev)
+        x0 = (x - sched.sigma(t) * eps) / sched.alpha(t)
+        x, prev = ddim_step(sched, x, x0, eps, t, s, 0.0, jnp.zeros_like(x)), new
+    np.testing.assert_allclose(samplers.sample("ddim", sm, sched, x_T, None, ts=ts), x, rtol=1e-10, atol=1e-12)
+
+    x, prev = x_T, sm.init(x_T)
+    for t, s in zip(ts[:-1], ts[1:]):
+        state, first = prev, []
+
+        def D(xh, tt, state=state, first=first):
+            xx = sched.alpha(tt) * xh
+            eps, new = call(xx, tt, state)
+            first.append(new)
+            return (xx - sched.sigma(tt) * eps) / sched.alpha(tt)
+
+        xh = pf_ode_step(D, x / sched.alpha(t), rho(sched, t), rho(sched, s), second_order=True, t=t, t_to=s)
+        x, prev = sched.alpha(s) * xh, first[0]
+    np.testing.assert_allclose(samplers.sample("heun", sm, sched, x_T, None, ts=ts), x, rtol=1e-10, atol=1e-12)
+    plain = samplers.sample("heun", gmm.model_fn(sched), sched, x_T, None, ts=ts)
+    assert rmse(plain, x) > 1e-3  # the state changed the result
+
+
+@pytest.mark.parametrize("name", [n for n in samplers.SAMPLERS if n not in ("ode", "annealed_langevin", "ddpm")])
+def test_every_grid_sampler_carries_a_state_it_does_not_see(name, x64):
+    """A stateful model whose output ignores its state (a step counter) samples as the plain model does;
+    the samplers that cannot carry a state refuse one by name."""
+    gmm, sched, x_T = make_problem("vp", n=8)
+    plain = gmm.model_fn(sched)
+    sm = samplers.StatefulModel(lambda x, t, c, k: (plain(x, t, c), k + 1), lambda x: jnp.zeros((), jnp.int32))
+    opts = dict({"dpmpp_3m": {"high_order_warmup": True}, "pc": {"n_corrector_steps": 0}}.get(name, {}),
+                num_steps=4, t_min=T_MIN)
+    key = jax.random.key(0)
+    np.testing.assert_allclose(samplers.sample(name, sm, sched, x_T, key, **opts),
+                               samplers.sample(name, plain, sched, x_T, key, **opts), rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("name", ["ode", "annealed_langevin", "ddpm", "pc"])
+def test_samplers_without_a_step_loop_refuse_a_stateful_model(name):
+    gmm, sched, x_T = make_problem("vp", n=4)
+    sm = samplers.StatefulModel(lambda x, t, c, k: (gmm.model_fn(sched)(x, t, c), k), lambda x: 0.0)
+    with pytest.raises(ValueError, match=f"{name}.*cannot carry a stateful model's state"):
+        samplers.sample(name, sm, sched, x_T, jax.random.key(0), num_steps=4)

@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxdiff.samplers.adaptive import sample_ode
-from jaxdiff.samplers.common import denoiser, grid
+from jaxdiff.samplers.common import StatefulModel, denoiser, grid
 from jaxdiff.samplers.consistency import sample_consistency
 from jaxdiff.samplers.ddim import ddim_step, sample_ddim, sample_ddpm
 from jaxdiff.samplers.dpm_solver import dpm_solver_step, sample_dpm_solver
@@ -149,7 +149,7 @@ def prior_sample(schedule, key, shape, dtype=jnp.float32, t_max: float = 1.0):
     return std * jax.random.normal(key, shape, dtype)
 
 
-__all__ = ["SAMPLERS", "SPACINGS", "Sampler", "default_spacing", "sample", "get_sampler", "nfe", "prior_sample",
-           "denoiser", "grid", "check_grid", "time_grid", "karras_sigmas", "default_t_min", "ddim_step",
+__all__ = ["SAMPLERS", "SPACINGS", "Sampler", "StatefulModel", "default_spacing", "sample", "get_sampler", "nfe",
+           "prior_sample", "denoiser", "grid", "check_grid", "time_grid", "karras_sigmas", "default_t_min", "ddim_step",
            "dpm_solver_step", "dpmpp_2m_update", "dpmpp_multistep_update", "unipc_update", "langevin_corrector"] + \
     [r.fn.__name__ for r in SAMPLERS.values()]

@@ -11,6 +11,7 @@ import numpy as np
 
 from jaxdiff.forward import bcast
 from jaxdiff.parameterization import check_prediction, x0_eps_fn
+from jaxdiff.samplers.state import StatefulModel, scan_carrying_state, with_state_cell
 from jaxdiff.samplers.timegrids import check_grid, time_grid
 
 
@@ -28,10 +29,18 @@ def check_inputs(x_T, cond=None):
 
 def denoiser(model_fn: Callable, schedule, prediction: str = "eps", cond: Any = None) -> Callable:
     """``den(x, t) -> (x0_hat, eps_hat)``: the model's output in any parameterization converted once
-    (``jaxdiff.parameterization``), so sampler bodies never branch on it. ``t`` is a scalar or ``[B]``."""
+    (``jaxdiff.parameterization``), so sampler bodies never branch on it. ``t`` is a scalar or ``[B]``. For a
+    :class:`StatefulModel`, ``den.cell`` holds its state (set by :func:`prepare`, carried by
+    :func:`scan_steps`); else ``den.cell`` is None."""
     check_prediction(prediction)
+    model_fn, cell = with_state_cell(model_fn)
     f = x0_eps_fn(model_fn, schedule, prediction)
-    return lambda x, t: f(x, t, cond)
+
+    def den(x, t):
+        return f(x, t, cond)
+
+    den.cell = cell
+    return den
 
 
 def grid(schedule, *, ts=None, num_steps=None, spacing="uniform", t_max=1.0, t_min=None, sigma_max=None,
@@ -58,10 +67,18 @@ def grid(schedule, *, ts=None, num_steps=None, spacing="uniform", t_max=1.0, t_m
 
 
 def prepare(model_fn, schedule, x_T, *, ts=None, num_steps=None, prediction="eps", spacing="uniform",
-            t_max=1.0, t_min=None, cond=None, sigma_max=None, min_steps: int = 1, finite_start: str | None = None):
-    """Validate the inputs; return ``(den, ts)`` (see :func:`denoiser`, :func:`grid`)."""
+            t_max=1.0, t_min=None, cond=None, sigma_max=None, min_steps: int = 1, finite_start: str | None = None,
+            stateless: str | None = None):
+    """Validate the inputs; return ``(den, ts)`` (see :func:`denoiser`, :func:`grid`). ``stateless``: the name
+    of a sampler that cannot carry a :class:`StatefulModel`'s state (refused with a named error)."""
+    if stateless and isinstance(model_fn, StatefulModel):
+        raise ValueError(f"{stateless} cannot carry a stateful model's state (a step's first evaluation is not in "
+                         "the loop over the grid's steps); use a sampler over a fixed grid such as ddim, heun, "
+                         "dpmpp_2m or unipc")
     den = denoiser(model_fn, schedule, prediction, cond)
     check_inputs(x_T, cond)
+    if den.cell is not None:
+        den.cell.state = model_fn.init(x_T)
     return den, grid(schedule, ts=ts, num_steps=num_steps, spacing=spacing, t_max=t_max, t_min=t_min,
                      sigma_max=sigma_max, min_steps=min_steps, dtype=x_T.dtype, finite_start=finite_start)
 
@@ -78,20 +95,25 @@ def check_finite_start(schedule, ts, sampler: str):
                          "ddim, dpmpp_2m, dpmpp_3m or unipc, which start there")
 
 
-def scan_steps(step: Callable, carry: Any, ts, return_trajectory: bool, start: int = 0):
+def scan_steps(step: Callable, carry: Any, ts, return_trajectory: bool, start: int = 0, den=None):
     """Run ``carry = step(carry, t_cur, t_next, i)`` over consecutive grid pairs with ``lax.scan`` (``i``
     counts from ``start``: steps peeled off before the scan keep their indices).
 
-    The carry's first element is the state x; the trajectory stacks x after every step ``[N, B, ...]``.
+    The carry's first element is the state x; the trajectory stacks x after every step ``[N, B, ...]``. With
+    the sampler's ``den``, a stateful model's state rides in the scan's carry beside the sampler's own
+    (:class:`StatefulModel`): the sampler's step never sees it.
     """
     n = ts.shape[0] - 1
+    cell = getattr(den, "cell", None)
+    xs = (ts[:-1], ts[1:], start + jnp.arange(n))
+    if cell is None:
+        def body(c, inp):
+            c = step(c, *inp)
+            return c, (c[0] if return_trajectory else None)
 
-    def body(c, inp):
-        c = step(c, *inp)
-        return c, (c[0] if return_trajectory else None)
+        return jax.lax.scan(body, carry, xs)
 
-    carry, traj = jax.lax.scan(body, carry, (ts[:-1], ts[1:], start + jnp.arange(n)))
-    return carry, traj
+    return scan_carrying_state(cell, step, carry, xs, return_trajectory)
 
 
 def finish(x, traj, return_trajectory):

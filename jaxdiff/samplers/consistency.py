@@ -57,5 +57,5 @@ def sample_consistency(model_fn, schedule, x_T, key, *, num_steps: int | None = 
         x = bcast(a, x0) * x0 + bcast(jnp.sqrt(jnp.maximum(sig**2 - (a * s_min) ** 2, 0.0)), x0) * z
         return (den(x, t)[0],)
 
-    (x0,), traj = scan_steps(step, (x0,), ts[1:], return_trajectory, start=1)
+    (x0,), traj = scan_steps(step, (x0,), ts[1:], return_trajectory, start=1, den=den)
     return finish(x0, traj, return_trajectory)

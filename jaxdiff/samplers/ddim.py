@@ -53,7 +53,7 @@ def sample_ddim(model_fn, schedule, x_T, key, *, num_steps: int | None = None, t
                  else jax.random.normal(step_key(key, i), x.shape, x.dtype))
         return (ddim_step(schedule, x, x0, eps, t, s, eta, noise),)
 
-    (x,), traj = scan_steps(step, (x_T,), ts, return_trajectory)
+    (x,), traj = scan_steps(step, (x_T,), ts, return_trajectory, den=den)
     return finish(x, traj, return_trajectory)
 
 
@@ -76,7 +76,7 @@ def sample_ddpm(model_fn, schedule, x_T, key, *, num_steps: int | None = None, t
             raise ValueError("sample_ddpm: num_steps (or ts) is required for a continuous schedule")
     require_key(key, "ddpm")
     _, ts = prepare(model_fn, schedule, x_T, ts=ts, num_steps=num_steps, prediction=prediction, spacing=spacing,
-                    t_max=t_max, t_min=t_min, cond=cond)
+                    t_max=t_max, t_min=t_min, cond=cond, stateless="ddpm")
     C = x_T.shape[-1]
 
     def step(carry, t, s, i):

@@ -58,5 +58,5 @@ def sample_dpm_solver(model_fn, schedule, x_T, key, *, num_steps: int | None = N
     den, ts = prepare(model_fn, schedule, x_T, ts=ts, num_steps=num_steps, prediction=prediction, spacing=spacing,
                       t_max=t_max, t_min=t_min, cond=cond, finite_start="dpm_solver (noise-prediction form)")
     step = lambda c, t, s, i: (dpm_solver_step(den, schedule, c[0], t, s, order),)
-    (x,), traj = scan_steps(step, (x_T,), ts, return_trajectory)
+    (x,), traj = scan_steps(step, (x_T,), ts, return_trajectory, den=den)
     return finish(x, traj, return_trajectory)

@@ -113,7 +113,7 @@ def multistep_sample(den, schedule, x_T, ts, order: int, *, high_order_warmup=Fa
         m0, _ = den(x_T, ts[0])
         x1 = dpmpp_2s_step(den, schedule, x_T, ts[0], ts[1], m0)
         carry, start, rest, first = (x1, m0, z, lam(schedule, ts[0]), zero), 1, ts[1:], x1
-    (x, *_), traj = scan_steps(step, carry, rest, return_trajectory, start=start)
+    (x, *_), traj = scan_steps(step, carry, rest, return_trajectory, start=start, den=den)
     if return_trajectory and first is not None:
         traj = jnp.concatenate([first[None], traj])
     return finish(x, traj, return_trajectory)
@@ -139,7 +139,7 @@ def sample_dpmpp_2m(model_fn, schedule, x_T, key, *, num_steps: int | None = Non
         return (x_s, m0, _h(schedule, t, s))
 
     carry = (x_T, jnp.zeros_like(x_T), jnp.ones((), x_T.dtype))  # no history: step 0 is first order
-    (x, *_), traj = scan_steps(step, carry, ts, return_trajectory)
+    (x, *_), traj = scan_steps(step, carry, ts, return_trajectory, den=den)
     return finish(x, traj, return_trajectory)
 
 
@@ -181,5 +181,6 @@ def sample_dpmpp_2m_sde(model_fn, schedule, x_T, key, *, num_steps: int | None =
         x_new = x_new + sig_s * jnp.sqrt(-jnp.expm1(-2 * eta_h)) * s_noise * z
         return (safe_where_zero(sig_s, m0, x_new), m0, h)
 
-    (x, *_), traj = scan_steps(step, (x_T, jnp.zeros_like(x_T), jnp.ones((), x_T.dtype)), ts, return_trajectory)
+    carry = (x_T, jnp.zeros_like(x_T), jnp.ones((), x_T.dtype))
+    (x, *_), traj = scan_steps(step, carry, ts, return_trajectory, den=den)
     return finish(x, traj, return_trajectory)

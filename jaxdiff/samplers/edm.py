@@ -56,7 +56,7 @@ def edm_sample(den, schedule, x_T, ts, key, *, second_order: bool, S_churn=0.0, 
         xh_next = pf_ode_step(D, xh, s_hat, s_next, second_order=second_order, t=t_hat, t_to=t_next)
         return (schedule.alpha(t_next) * xh_next,)
 
-    (x,), traj = scan_steps(step, (x_T,), ts, return_trajectory)
+    (x,), traj = scan_steps(step, (x_T,), ts, return_trajectory, den=den)
     return finish(x, traj, return_trajectory)
 
 

@@ -60,5 +60,5 @@ def sample_flow_sde(model_fn, schedule, x_T, key, *, num_steps: int | None = Non
         x_new = x - bcast(dt, x) * drift + jnp.sqrt(w * dt) * z
         return (safe_where_zero(schedule.sigma(s), x0, x_new),)
 
-    (x,), traj = scan_steps(step, (x_T,), ts, return_trajectory)
+    (x,), traj = scan_steps(step, (x_T,), ts, return_trajectory, den=den)
     return finish(x, traj, return_trajectory)

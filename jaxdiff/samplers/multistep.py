@@ -123,7 +123,7 @@ def linear_multistep_sample(den, schedule, x_T, ts, method: str, order: int, *, 
     # Past times start at distinct dummy values (their weights are never used before the warm-up fills them).
     t_init = tuple(ts[0] + (j + 1) for j in range(order - 1))
     carry = (x_T, tuple(z for _ in range(order - 1)), t_init)
-    (x, *_), traj = scan_steps(step, carry, ts, return_trajectory)
+    (x, *_), traj = scan_steps(step, carry, ts, return_trajectory, den=den)
     return finish(x, traj, return_trajectory)
 
 

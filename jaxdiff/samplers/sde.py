@@ -43,7 +43,8 @@ def sample_pc(model_fn, schedule, x_T, key, *, num_steps: int | None = None, ts=
     ``denoise_final`` (score_sde's noise removal). NFE = num_steps (1 + n_corrector_steps)."""
     require_key(key, "pc")
     den, ts = prepare(model_fn, schedule, x_T, ts=ts, num_steps=num_steps, prediction=prediction,
-                      spacing=spacing, t_max=t_max, t_min=t_min, cond=cond)
+                      spacing=spacing, t_max=t_max, t_min=t_min, cond=cond,
+                      stateless="pc with a corrector" if n_corrector_steps > 0 else None)
     snr = jnp.asarray(snr, x_T.dtype)
 
     def step(carry, t, s, i):
@@ -58,7 +59,7 @@ def sample_pc(model_fn, schedule, x_T, key, *, num_steps: int | None = None, ts=
         z = jax.random.normal(jax.random.fold_in(k, 0), x.shape, x.dtype)
         return (x_mean + jnp.sqrt(var_ts) * z, x_mean)
 
-    (x, x_mean), traj = scan_steps(step, (x_T, x_T), ts, return_trajectory)
+    (x, x_mean), traj = scan_steps(step, (x_T, x_T), ts, return_trajectory, den=den)
     return finish(x_mean if denoise_final else x, traj, return_trajectory)
 
 
@@ -80,7 +81,7 @@ def sample_annealed_langevin(model_fn, schedule, x_T, key, *, num_steps: int | N
                          f"{n_steps_each}; use more levels (num_steps) instead")
     require_key(key, "annealed_langevin")
     den, ts = prepare(model_fn, schedule, x_T, ts=ts, num_steps=num_steps, prediction=prediction,
-                      spacing=spacing, t_max=t_max, t_min=t_min, cond=cond)
+                      spacing=spacing, t_max=t_max, t_min=t_min, cond=cond, stateless="annealed_langevin")
     levels = ts[:-1]  # the num_steps noise levels visited
     sigma_L = schedule.sigma(levels[-1])
     step_lr = jnp.asarray(step_lr, x_T.dtype)

@@ -59,5 +59,5 @@ def sample_dpmpp_2s_ancestral(model_fn, schedule, x_T, key, *, num_steps: int | 
         y = x_down / schedule.alpha(t_down) + r_up * s_noise * z
         return (schedule.alpha(s) * y,)
 
-    (x,), traj = scan_steps(step, (x_T,), ts, return_trajectory)
+    (x,), traj = scan_steps(step, (x_T,), ts, return_trajectory, den=den)
     return finish(x, traj, return_trajectory)

@@ -95,7 +95,7 @@ def unipc_sample(den, schedule, x_T, ts, order: int, corrector: bool = True, *, 
         return (xp, x, t, m0, m1, m2, l0, l1, l2)
 
     init = (x_T, x_T, ts[0], z, z, z, zero - 1, zero - 2, zero - 3)
-    (x, x_prev, t_prev, m1, m2, m3, l1, l2, l3), traj = scan_steps(step, init, ts, return_trajectory)
+    (x, x_prev, t_prev, m1, m2, m3, l1, l2, l3), traj = scan_steps(step, init, ts, return_trajectory, den=den)
     if final_corrector and corrector:
         t_last = ts[-1]
         k_last = step_order(order, n - 1, n, lower_order_final)
