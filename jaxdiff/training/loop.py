@@ -19,7 +19,7 @@ from jaxdiff.training.build import build_optimizer
 from jaxdiff.training.checkpoint import Checkpointer, check_space
 from jaxdiff.training.checks import check_batch, check_steps_per_jit, check_values, parallel_mode
 from jaxdiff.training.restore import init_from, restore_trained, state_template
-from jaxdiff.training.runner import SkipWatch, make_runner
+from jaxdiff.training.runner import RUNNERS, SkipWatch, make_runner
 from jaxdiff.training.schema import check_config
 from jaxdiff.training.step import make_train_step
 from jaxdiff.training.tasks import check_task
@@ -74,7 +74,7 @@ def _train(config, workdir, task, model, pipeline, loss_fn, k, mode, started):
     tx = build_optimizer(config, jax.eval_shape(lambda: task.init(config, model)))
     sigma_rels = tuple(config.optim.posthoc_ema)
     step_fn = make_train_step(loss_fn, tx, ema_decay=config.optim.ema_decay,
-                              axis_name="batch" if mode == "pmap" else None, steps_per_jit=k,
+                              axis_name=RUNNERS[mode].axis_name, steps_per_jit=k,
                               posthoc_gammas=tuple(float(g) for g in ema.sigma_rel_to_gamma(sigma_rels)))
     runner = make_runner(mode, step_fn, lambda: state_template(config, task, model), k, config)
     state = runner.make_state()

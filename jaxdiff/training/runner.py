@@ -28,7 +28,10 @@ def _unreplicate(tree):
 class Runner:
     """The compiled step of plain ``jit`` (one device), with how to feed it and read its state back; the other
     parallel modes are subclasses that override what differs (``RUNNERS`` maps ``config.parallel.mode`` to
-    them, so the loop never branches on the mode)."""
+    them, so the loop never branches on the mode). ``axis_name``: the mapped axis the train step averages its
+    gradients over (None where the compiler inserts the collectives)."""
+
+    axis_name = None
 
     def __init__(self, step_fn, make_state, k: int, config):
         self.k, self.n_dev = k, jax.local_device_count()
@@ -77,8 +80,10 @@ class Runner:
 class PmapRunner(Runner):
     """``pmap`` over the local devices: a replicated state, the batch split along a leading device axis."""
 
+    axis_name = "batch"
+
     def compile_step(self, step_fn, make_state, config):
-        return jax.pmap(step_fn, axis_name="batch", donate_argnums=(0,))
+        return jax.pmap(step_fn, axis_name=self.axis_name, donate_argnums=(0,))
 
     def preflight(self, state, batch, batch_size: int | None = None) -> dict | None:
         return None  # pmap's executables give no ahead-of-time analysis here
