@@ -54,8 +54,8 @@ def consistency_fn(net_fn: Callable, sigma_min: float = 0.002, sigma_data: float
 
 def karras_levels(n: int, sigma_min: float = 0.002, sigma_max: float = 80.0, rho: float = 7.0):
     """The n increasing levels sigma_1 = sigma_min < ... < sigma_n = sigma_max of Karras' grid (the paper's
-    index order): :func:`jaxdiff.samplers.karras_sigmas` with its ends exchanged, so the ramp runs from sigma_min
-    up (the same levels as reversing it, and bitwise those consistency runs were trained on)."""
+    index order): :func:`jaxdiff.samplers.timegrids.karras_sigmas` with its ends exchanged, so the ramp runs
+    from sigma_min up (the same levels as reversing it, and bitwise those consistency runs were trained on)."""
     return karras_sigmas(n, sigma_max, sigma_min, rho)
 
 

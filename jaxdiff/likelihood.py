@@ -3,7 +3,7 @@ Sec. 4.3 and App. D.2; Chen et al. 2018 / Grathwohl et al. 2019 for the instanta
 variables with Hutchinson's trace estimator) and the discrete variational bound of DDPM models
 (Ho et al. 2020 eq. 5).
 
-The ODE is integrated with diffrax in the same variables as :func:`jaxdiff.samplers.sample_ode`:
+The ODE is integrated with diffrax in the same variables as :func:`jaxdiff.samplers.adaptive.sample_ode`:
 u = log(sigma_hat) and x_hat = x / alpha, where dx_hat/du = sigma_hat * eps_hat (smooth for every
 schedule). Along the flow ``d log p(x_hat(u)) / du = -div v``, so
 

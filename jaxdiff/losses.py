@@ -273,27 +273,31 @@ def make_loss(apply_fn: Callable, schedule: Schedule, **options) -> Callable:
         its channels when ``variance='learned_range'``); ``keys [B]`` are per-example dropout keys (the
         ``DROPOUT`` stream of each example's key), so dropout does not depend on how a batch is split.
       schedule: any schedule.
-      **options: fields of :class:`LossConfig`:
-        prediction: what the network outputs, ``eps | x0 | v | score | velocity`` (flow matching's
-          u = dx_t/dt; with ``weighting='uniform'`` the loss is the flow-matching velocity MSE).
-        weighting: ``uniform`` (plain MSE of the output; L_simple for eps), ``simple`` (eps-MSE in any
-          parameterization; sigma^2-weighted DSM), ``snr`` (x0-MSE), ``min_snr`` (Hang et al. 2023),
-          ``edm`` (Karras et al. 2022), ``likelihood`` (g^2, Song et al. 2021b), ``elbo`` (VDM).
-        loss_type: ``mse``; ``vlb`` (Monte-Carlo variational bound, bits/dim); ``hybrid`` (mse +
-          vlb_weight * T * vlb term with stop-gradient on the mean; Nichol & Dhariwal 2021).
-        variance: ``fixed_small | fixed_large | learned_range`` (reverse-process variance for the VLB).
-        num_levels: the data's number of levels K (bits/dim and the decoder use it).
-        num_steps: the VLB's time grid for continuous schedules (discrete ones use their T).
-        t_min: smallest t for continuous-time MSE training.
-        t_sampling: ``uniform``, ``edm_lognormal`` (ln sigma ~ N(P_mean, P_std^2)) or ``importance`` (t with
-          density proportional to the weighting, each example weighted by its integral; Song et al.
-          2021a's importance sampling for the likelihood weighting), ``logit_normal`` (t = sigmoid(loc +
-          scale n), SD3's default for flows; ``logit_normal_loc``, ``logit_normal_scale``) or ``mode``
-          (SD3's mode sampling, ``mode_scale``); both clipped to [t_min, 1 - t_min].
-        dequantize: add uniform noise over each of the ``num_levels`` bins to x0 (train a continuous
-          density for the probability-flow ODE likelihood of discrete data).
-        p_uncond, null_cond: condition dropout for classifier-free guidance (the U-Net's null label is
-          ``num_classes``).
+      **options: fields of :class:`LossConfig`, each described below.
+
+    Options:
+
+    - ``prediction``: what the network outputs, ``eps | x0 | v | score | velocity`` (flow matching's
+      u = dx_t/dt; with ``weighting='uniform'`` the loss is the flow-matching velocity MSE).
+    - ``weighting``: ``uniform`` (plain MSE of the output; L_simple for eps), ``simple`` (eps-MSE in any
+      parameterization; sigma^2-weighted DSM), ``snr`` (x0-MSE), ``min_snr`` (Hang et al. 2023),
+      ``edm`` (Karras et al. 2022), ``likelihood`` (g^2, Song et al. 2021b), ``elbo`` (VDM).
+    - ``loss_type``: ``mse``; ``vlb`` (Monte-Carlo variational bound, bits/dim); ``hybrid`` (mse +
+      vlb_weight * T * vlb term with stop-gradient on the mean; Nichol & Dhariwal 2021).
+    - ``variance``: ``fixed_small | fixed_large | learned_range`` (reverse-process variance for the VLB).
+    - ``num_levels``: the data's number of levels K (bits/dim and the decoder use it).
+    - ``num_steps``: the VLB's time grid for continuous schedules (discrete ones use their T).
+    - ``t_min``: smallest t for continuous-time MSE training.
+    - ``t_sampling``: ``uniform``, ``edm_lognormal`` (ln sigma ~ N(P_mean, P_std^2)) or ``importance`` (t with
+      density proportional to the weighting, each example weighted by its integral; Song et al.
+      2021a's importance sampling for the likelihood weighting), ``logit_normal`` (t = sigmoid(loc +
+      scale n), SD3's default for flows; ``logit_normal_loc``, ``logit_normal_scale``) or ``mode``
+      (SD3's mode sampling, ``mode_scale``); both clipped to [t_min, 1 - t_min].
+    - ``dequantize``: add uniform noise over each of the ``num_levels`` bins to x0 (train a continuous
+      density for the probability-flow ODE likelihood of discrete data).
+    - ``p_uncond, null_cond``: condition dropout for classifier-free guidance (the U-Net's null label is
+      ``num_classes``).
+
     ``batch`` holds ``"x"`` ``[B, ...]`` in [-1, 1] and optionally ``"cond"``; ``key`` is one key or per-example
     keys ``[B]`` (training passes keys folded from each example's global index). ``noise`` (the data's shape)
     is the noise paired with each x in place of fresh draws (a coupling, as reflow trains on); ``loss_mask``

@@ -1,16 +1,20 @@
 """Conversions between the eps, x0, v, score and velocity parameterizations, and EDM preconditioning.
 
-With ``x_t = alpha x0 + sigma eps``:
+With ``x_t = alpha x0 + sigma eps``::
+
   eps   = (x_t - alpha x0) / sigma                       x0 = (x_t - sigma eps) / alpha
   v     = alpha eps - sigma x0  (Salimans & Ho 2022)     score = grad log p(x_t) = -eps / sigma
+
 For non-VP schedules v keeps that definition and x0 = (alpha x_t - sigma v) / (alpha^2 + sigma^2),
 eps = (sigma x_t + alpha v) / (alpha^2 + sigma^2), so v stays finite where alpha = 0 (zero terminal SNR).
 
 ``velocity`` is flow matching's u = dx_t/dt = alpha' x0 + sigma' eps (u = eps - x0 on the linear path;
 Lipman et al. 2023, Liu et al. 2023, SiT). Its conversions need the schedule's time derivatives, so they
 take ``rates = (alpha, sigma, alpha', sigma')`` from ``schedule.rates(t)`` (the helpers ``*_at`` take the
-schedule and t): with D = alpha sigma' - sigma alpha' (= 1 on the linear path),
+schedule and t): with D = alpha sigma' - sigma alpha' (= 1 on the linear path)::
+
   x0 = (sigma' x_t - sigma u) / D,    eps = (alpha u - alpha' x_t) / D,
+
 finite at both ends of a flow path (D > 0 there), so a velocity model samples from t = 1 exactly.
 """
 

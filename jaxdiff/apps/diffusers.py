@@ -35,7 +35,7 @@ def run_config(config: UNetConfig, sched: dict, num_samples: int = 64):
 
 def restore_diffusers(directory: str):
     """``(config, model, schedule, params, step=0)`` of a downloaded diffusers checkpoint, as
-    :func:`jaxdiff.training.tasks.restore_trained` gives them for a jaxdiff workdir."""
+    :func:`jaxdiff.training.restore.restore_trained` gives them for a jaxdiff workdir."""
     unet_cfg, params, sched = load_diffusers_unet(directory)
     config = run_config(unet_cfg, sched)
     return config, UNet(unet_cfg), build_schedule(config), params, 0

@@ -2,7 +2,7 @@
 segments), WAV writing, synthetic tones for offline demos, and spectrogram images.
 
 Samples are floats in [-1, 1] shaped ``[length, channels]``; a folder becomes an in-memory source that
-the deterministic :class:`jaxdiff.data.Pipeline` reads like a TFDS data source (files sorted by name;
+the deterministic :class:`jaxdiff.data.pipeline.Pipeline` reads like a TFDS data source (files sorted by name;
 every ``test_every``-th file is the test split, so no segment of a test file is trained on).
 """
 

@@ -5,7 +5,7 @@ encodes every image as PNG with ``tf.image.encode_png`` (``tfds.features.Image``
 preparation fails with ``No module named 'tensorflow'``. This builder reads the official python archive
 (``cifar-10-python.tar.gz``: pickled batches of ``[10000, 3072]`` uint8 rows, the red, green and blue 32x32
 planes one after another) with ``tarfile`` and ``pickle`` and stores raw uint8 tensors, so it needs only
-numpy. ``data.name = "cifar10"`` uses it (:data:`jaxdiff.data.builders.OFFLINE_BUILDERS`).
+numpy. ``data.name = "cifar10"`` uses it (``OFFLINE_BUILDERS`` of :mod:`jaxdiff.data.builders`).
 
 The archive is downloaded on first use (TFDS's download manager), or read from the manual directory
 (``<data_dir>/downloads/manual/cifar-10-python.tar.gz``) where a machine has no network.

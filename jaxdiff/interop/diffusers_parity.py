@@ -50,7 +50,7 @@ def converted(fx: dict, name: str, dtype=np.float32):
 
 
 def output_error(fx: dict, name: str) -> float:
-    """Max |jaxdiff - diffusers| of the converted network's float32 outputs."""
+    """Max ``|jaxdiff - diffusers|`` of the converted network's float32 outputs."""
     cfg, params, _, _ = converted(fx, name)
     j, labels = fx[f"{name}/j"], fx.get(f"{name}/labels")
     out = UNet(cfg).apply({"params": params}, fx[f"{name}/x"], (j + 1) / 1000.0,
@@ -67,7 +67,7 @@ def model64(fx: dict):
 
 def ddim_error(fx: dict, model, spacing: str, clip: bool) -> dict:
     """The 10-step eta = 0 DDIM trajectory against diffusers': max error relative to each step's largest
-    |x| (at least 1), and whether the grids agree."""
+    ``|x|`` (at least 1), and whether the grids agree."""
     key = f"ddim/{spacing}_clip{int(clip)}"
     ref = fx[key + "/traj"]
     sched = get_schedule("linear", num_steps=1000)

@@ -1,4 +1,4 @@
-"""Import of diffusers ``UNet2DModel`` checkpoints into jaxdiff's :class:`~jaxdiff.models.UNet`, and of
+"""Import of diffusers ``UNet2DModel`` checkpoints into jaxdiff's :class:`~jaxdiff.models.unet.UNet`, and of
 diffusers scheduler configs into jaxdiff schedules and sampler settings.
 
 ``UNet2DModel`` configs in the DDPM / ADM block layouts (``DownBlock2D`` / ``AttnDownBlock2D`` with conv

@@ -1,7 +1,7 @@
 """DiT: the diffusion transformer with adaLN-Zero conditioning (Peebles & Xie 2023) in flax.linen.
 
 ``DiT(config)(x [B, H, W, C], t [B] in [0, 1], cond=None, train=False)`` -> ``[B, H, W, C_out]``, the same call
-as :class:`jaxdiff.models.UNet`, so the backbone is a config switch (``model.backbone = "dit"``). ``cond``
+as :class:`jaxdiff.models.unet.UNet`, so the backbone is a config switch (``model.backbone = "dit"``). ``cond``
 is None or integer class labels ``[B]``; ``num_classes`` is the null label of classifier-free guidance (an
 unconditional call uses it), as in the reference's ``LabelEmbedder`` with dropout.
 

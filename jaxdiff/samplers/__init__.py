@@ -77,6 +77,7 @@ def _per_step(k: int = 1):  # k evaluations a step, one on the step to sigma = 0
     return lambda n, to_zero, o: k * n - (k - 1) * int(to_zero)
 
 
+#: Every sampler by name: its :class:`Sampler` record (function, NFE rule, whether it draws noise).
 SAMPLERS = {
     "ddpm": Sampler(sample_ddpm, _per_step(), full_steps=True, stochastic=True),
     "ddim": Sampler(sample_ddim, _per_step()),

@@ -49,7 +49,7 @@ def _gauss_legendre(n: int):
 
 
 def lagrange_basis(nodes, k: int, u):
-    """The k Lagrange basis polynomials through ``nodes[:k]`` evaluated at ``u`` (any shape): [k, *u.shape]."""
+    """The k Lagrange basis polynomials through ``nodes[:k]`` evaluated at ``u`` (any shape): ``[k, *u.shape]``."""
     out = []
     for j in range(k):
         lj = jnp.ones_like(u)
@@ -141,7 +141,7 @@ def _sampler(method: str, default_order: int, doc: str):
     sample.__name__ = sample.__qualname__ = f"sample_{method}"
     sample.__doc__ = doc + """
 
-    Args: as :func:`jaxdiff.samplers.sample_ddim`, plus ``order`` (the number of noise predictions the step
+    Args: as :func:`jaxdiff.samplers.ddim.sample_ddim`, plus ``order`` (the number of noise predictions the step
     combines; warm-up steps use fewer), ``lower_order_final`` (on grids of fewer than 10 steps the last
     steps use at most as many as there are steps left; off by default: on the trailing grid it raised the
     error at 5 and 10 steps), ``sigma_max`` (karras grids). The default ``trailing`` grid ends with one step from

@@ -1,4 +1,4 @@
-"""Time grids for samplers: plain functions returning decreasing arrays ``t_0 = t_max > ... > t_N``.
+"""Time grids for samplers: plain functions returning decreasing arrays, t_0 = t_max down to t_N.
 
 * ``uniform`` (DDIM "linspace"), ``quadratic`` (DDIM's quadratic spacing), ``trailing`` and ``leading``
   (Lin et al. 2023, Table 2) -- on a discrete schedule these are integer steps i/T (respacing). ``trailing``

@@ -138,5 +138,5 @@ def pipeline_of(config, source, batch_size: int | None = None, num_levels: int |
 
 
 def build_pipeline(config, split: str = "train", batch_size: int | None = None) -> Pipeline:
-    """The pixel pipeline of ``config.data`` (latent data: :func:`jaxdiff.training.latent.latent_pipeline`)."""
+    """The pixel pipeline of ``config.data`` (latent data: :func:`jaxdiff.training.latent.data_pipeline`)."""
     return pipeline_of(config, build_source(config, split), batch_size)

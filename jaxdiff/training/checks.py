@@ -66,7 +66,7 @@ def check_steps_per_jit(config):
 
 def parallel_mode(config) -> str:
     """``config.parallel.mode``: ``jit`` (one device), ``pmap`` (replicated params, one process), ``mesh`` (jit
-        over a device mesh, FSDP-sharded state; any number of processes), or ``auto``: mesh for multi-process
+    over a device mesh, FSDP-sharded state; any number of processes), or ``auto``: mesh for multi-process
     runs, pmap for several local devices, plain jit for one."""
     mode = config.parallel.mode
     if mode not in parallel.MODES:

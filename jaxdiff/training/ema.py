@@ -16,7 +16,7 @@ sigma_rel, at any step) is reconstructed as sum_i x_i ema_i with the x that mini
 over the discrete weights, subject to sum_i x_i = 1 (a least-squares system on the Gram matrix
 A_ij = <w_i, w_j>; EDM2 solves it on the continuous profiles and normalises afterwards). Since sum_tau
 (sum_i x_i w_i - w*)(tau) = 0, for any trajectory theta and any constant c the reconstruction error is
-|sum_tau r(tau) (theta_tau - c)| <= ||r||_2 ||theta - c||_2 (Cauchy-Schwarz): :func:`solve_coefficients`
+``|sum_tau r(tau) (theta_tau - c)| <= ||r||_2 ||theta - c||_2`` (Cauchy-Schwarz): :func:`solve_coefficients`
 returns ||r||_2 / ||w*||_2, the relative profile error that bounds it.
 """
 

@@ -11,7 +11,7 @@ Two compile paths share one ``train_step`` (:func:`jaxdiff.training.step.make_tr
   per layer when used). Small tensors stay replicated.
 
 Every process runs the same script; process ``p`` reads rows ``[p B/P, (p+1) B/P)`` of each global batch
-(:class:`jaxdiff.data.Pipeline`), and ``jax.make_array_from_process_local_data`` assembles the global
+(:class:`jaxdiff.data.pipeline.Pipeline`), and ``jax.make_array_from_process_local_data`` assembles the global
 array.
 """
 
