@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxdiff.samplers.adaptive import sample_ode
-from jaxdiff.samplers.common import StatefulModel, denoiser, grid
+from jaxdiff.samplers.common import denoiser, grid
 from jaxdiff.samplers.consistency import sample_consistency
 from jaxdiff.samplers.ddim import ddim_step, sample_ddim, sample_ddpm
 from jaxdiff.samplers.dpm_solver import dpm_solver_step, sample_dpm_solver
@@ -34,6 +34,7 @@ from jaxdiff.samplers.flow import sample_flow_sde
 from jaxdiff.samplers.multistep import sample_deis, sample_ipndm, sample_lms
 from jaxdiff.samplers.sde import langevin_corrector, sample_annealed_langevin, sample_pc
 from jaxdiff.samplers.singlestep import sample_dpmpp_2s, sample_dpmpp_2s_ancestral
+from jaxdiff.samplers.state import StatefulModel
 from jaxdiff.samplers.timegrids import SPACINGS, check_grid, default_t_min, karras_sigmas, time_grid, zero_noise_at_zero
 from jaxdiff.samplers.unipc import sample_unipc, unipc_update
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import jax.numpy as jnp
 
 from jaxdiff.forward import bcast
-from jaxdiff.samplers.common import StatefulModel, check_inputs, denoiser, lam
+from jaxdiff.samplers.common import check_inputs, denoiser, lam
+from jaxdiff.samplers.state import refuse_state
 from jaxdiff.samplers.timegrids import default_t_min
 from jaxdiff.schedules import alpha_vanishes
 
@@ -77,9 +78,7 @@ def sample_ode(model_fn, schedule, x_T, key, *, num_steps: int | None = None, ts
 
     ode_solver = diffrax_solver(solver)
     check_inputs(x_T, cond)
-    if isinstance(model_fn, StatefulModel):
-        raise ValueError("ode (an adaptive solver) cannot carry a stateful model's state (its evaluations are not "
-                         "one per step of a grid); use a sampler over a fixed grid such as heun, dpmpp_2m or unipc")
+    refuse_state(model_fn, "ode")  # an adaptive solver: its evaluations are not steps of a grid
     den = denoiser(model_fn, schedule, prediction, cond)
     if ts is not None:
         t_max, t_min = ts[0], ts[-1]

@@ -11,7 +11,7 @@ import numpy as np
 
 from jaxdiff.forward import bcast
 from jaxdiff.parameterization import check_prediction, x0_eps_fn
-from jaxdiff.samplers.state import StatefulModel, scan_carrying_state, with_state_cell
+from jaxdiff.samplers.state import refuse_state, scan_carrying_state, with_state_cell
 from jaxdiff.samplers.timegrids import check_grid, time_grid
 
 
@@ -30,7 +30,7 @@ def check_inputs(x_T, cond=None):
 def denoiser(model_fn: Callable, schedule, prediction: str = "eps", cond: Any = None) -> Callable:
     """``den(x, t) -> (x0_hat, eps_hat)``: the model's output in any parameterization converted once
     (``jaxdiff.parameterization``), so sampler bodies never branch on it. ``t`` is a scalar or ``[B]``. For a
-    :class:`StatefulModel`, ``den.cell`` holds its state (set by :func:`prepare`, carried by
+    :class:`~jaxdiff.samplers.state.StatefulModel`, ``den.cell`` holds its state (set by :func:`prepare`, carried by
     :func:`scan_steps`); else ``den.cell`` is None."""
     check_prediction(prediction)
     model_fn, cell = with_state_cell(model_fn)
@@ -70,11 +70,9 @@ def prepare(model_fn, schedule, x_T, *, ts=None, num_steps=None, prediction="eps
             t_max=1.0, t_min=None, cond=None, sigma_max=None, min_steps: int = 1, finite_start: str | None = None,
             stateless: str | None = None):
     """Validate the inputs; return ``(den, ts)`` (see :func:`denoiser`, :func:`grid`). ``stateless``: the name
-    of a sampler that cannot carry a :class:`StatefulModel`'s state (refused with a named error)."""
-    if stateless and isinstance(model_fn, StatefulModel):
-        raise ValueError(f"{stateless} cannot carry a stateful model's state (a step's first evaluation is not in "
-                         "the loop over the grid's steps); use a sampler over a fixed grid such as ddim, heun, "
-                         "dpmpp_2m or unipc")
+    of a sampler that cannot carry a :class:`~jaxdiff.samplers.state.StatefulModel`'s state (refused by name)."""
+    if stateless:
+        refuse_state(model_fn, stateless)
     den = denoiser(model_fn, schedule, prediction, cond)
     check_inputs(x_T, cond)
     if den.cell is not None:
@@ -101,7 +99,7 @@ def scan_steps(step: Callable, carry: Any, ts, return_trajectory: bool, start: i
 
     The carry's first element is the state x; the trajectory stacks x after every step ``[N, B, ...]``. With
     the sampler's ``den``, a stateful model's state rides in the scan's carry beside the sampler's own
-    (:class:`StatefulModel`): the sampler's step never sees it.
+    (:class:`~jaxdiff.samplers.state.StatefulModel`): the sampler's step never sees it.
     """
     n = ts.shape[0] - 1
     cell = getattr(den, "cell", None)

@@ -17,12 +17,19 @@ class StatefulModel(NamedTuple):
     Every evaluation of a step sees the state the previous step left; the state advances once per step, to
     the ``new_state`` of the step's first evaluation (the model at the step's start ``(x_t, t)``). A step taken
     before a sampler's loop advances it the same way. Any sampler that loops through
-    :func:`~jaxdiff.samplers.common.scan_steps` takes
-    one (all but ``ode``, ``annealed_langevin``, ``ddpm`` and ``pc`` with a corrector, which refuse it with a
-    named error)."""
+    :func:`~jaxdiff.samplers.common.scan_steps` takes one (all but ``ode``, ``annealed_langevin``, ``ddpm`` and
+    ``pc`` with a corrector, which refuse it with a named error)."""
 
     fn: Callable
     init: Callable
+
+
+def refuse_state(model_fn, sampler: str):
+    """A named error when ``sampler`` (one that cannot carry a state) is given a :class:`StatefulModel`."""
+    if isinstance(model_fn, StatefulModel):
+        raise ValueError(f"{sampler} cannot carry a stateful model's state (a step's first evaluation is not in "
+                         "the loop over the grid's steps); use a sampler over a fixed grid such as ddim, heun, "
+                         "dpmpp_2m or unipc")
 
 
 class StateCell:
